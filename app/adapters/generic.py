@@ -1,0 +1,40 @@
+"""The ``generic`` kind: hookgate's canonical event, one object or a list of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow
+
+from ..errors import ValidationError
+from ..events import MAX_EVENTS_PER_REQUEST
+from ..schemas import EventSchema
+
+__all__ = ["parse"]
+
+_schema = EventSchema()
+
+
+def parse(payload: Any) -> list[dict[str, Any]]:
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise ValidationError(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            {"_body": [f"Got {len(items)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
+        )
+    events, errors = [], {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors[str(index)] = {"_schema": ["An event is a JSON object."]}
+            continue
+        try:
+            events.append(_schema.load(item))
+        except marshmallow.ValidationError as exc:
+            errors[str(index)] = exc.messages
+    if errors:
+        if not isinstance(payload, list):
+            raise ValidationError("the event is not valid", errors["0"])
+        raise ValidationError(f"{len(errors)} of {len(items)} events are not valid", errors)
+    return events

@@ -1,0 +1,76 @@
+"""The HTTP API: blueprints, and the request helpers they share."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import marshmallow
+from flask import Flask, current_app, request
+
+from ..errors import InvalidJSON, Unauthorized, UnsupportedMediaType, ValidationError
+from ..runtime import Runtime
+
+__all__ = ["init_app", "read_json", "load", "runtime", "require_admin", "query_limit"]
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["hookgate"]
+
+
+def read_json(*, optional: bool = False) -> Any:
+    """The request body as JSON: 415 unless it says JSON, 413 past the limit, 400 if it does not parse."""
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if optional and not raw:
+        return {}
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or mimetype.endswith("+json")):
+        raise UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json",
+            {"content_type": request.content_type},
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidJSON("the body is not UTF-8", {"position": exc.start}) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc.msg}",
+                          {"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
+
+
+def load(schema: marshmallow.Schema, data: Any, *, partial: bool = False) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object", {"_schema": ["Expected a JSON object."]})
+    try:
+        return schema.load(data, partial=partial)
+    except marshmallow.ValidationError as exc:
+        fields = ", ".join(sorted(str(k) for k in exc.messages)) if isinstance(exc.messages, dict) else ""
+        raise ValidationError(f"invalid fields: {fields}" if fields else "invalid body", exc.messages) from None
+
+
+def query_limit(default: int = 50, maximum: int = 200) -> int:
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ValidationError("invalid query", {"limit": [f"Must be a whole number from 1 to {maximum}."]})
+    return int(raw)
+
+
+def require_admin() -> None:
+    """``Authorization: Bearer <admin token>``, compared in constant time."""
+    expected = runtime().settings.admin_token
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the admin token as Authorization: Bearer <token>")
+    if not expected:
+        raise Unauthorized("no admin token is configured (set HOOKGATE_ADMIN_TOKEN)")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("the admin token is not valid")
+
+
+def init_app(app: Flask) -> None:
+    from . import deliveries, destinations, ingest, sources, system
+
+    for module in (system, ingest, sources, destinations, deliveries):
+        app.register_blueprint(module.bp)

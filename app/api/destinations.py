@@ -1,0 +1,66 @@
+"""``/v1/destinations``: create, list, read, update, delete, enable and disable."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from ..destinations import DestinationStore
+from ..rendering import default_template
+from ..schemas import DestinationSchema
+from . import load, query_limit, read_json, require_admin, runtime
+
+bp = Blueprint("destinations", __name__, url_prefix="/v1/destinations")
+bp.before_request(require_admin)
+_schema = DestinationSchema()
+
+
+def _store() -> DestinationStore:
+    return DestinationStore(runtime().db)
+
+
+def _show(destination: dict) -> dict:
+    """The destination as stored, plus the body template actually used when none was given."""
+    shown = dict(destination)
+    shown["template_in_use"] = destination.get("template") or default_template(destination["format"])
+    return shown
+
+
+@bp.post("")
+def create():
+    return _show(_store().create(load(_schema, read_json()))), 201
+
+
+@bp.get("")
+def list_destinations():
+    limit = query_limit()
+    after = request.args.get("cursor", "")
+    items = [d for d in _store().all() if d["id"] > after]
+    page = items[:limit]
+    return {"items": [_show(d) for d in page], "next_cursor": page[-1]["id"] if len(items) > limit else None}
+
+
+@bp.get("/<destination_id>")
+def get(destination_id: str):
+    return _show(_store().get(destination_id))
+
+
+@bp.patch("/<destination_id>")
+def update(destination_id: str):
+    changes = load(_schema, read_json(), partial=True)
+    return _show(_store().update(destination_id, changes))
+
+
+@bp.delete("/<destination_id>")
+def delete(destination_id: str):
+    _store().delete(destination_id)
+    return "", 204
+
+
+@bp.post("/<destination_id>/enable")
+def enable(destination_id: str):
+    return _show(_store().update(destination_id, {"enabled": True}))
+
+
+@bp.post("/<destination_id>/disable")
+def disable(destination_id: str):
+    return _show(_store().update(destination_id, {"enabled": False}))

@@ -1,0 +1,202 @@
+"""The ``hookgate`` command: ``up`` (everything, zero setup), ``web``, ``worker``."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from .config import Settings
+
+__all__ = ["main"]
+
+LOOPBACK = "127.0.0.0/8,::1/128"
+
+
+@click.group()
+def main() -> None:
+    """hookgate: a webhook gateway."""
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port for the API (default: HOOKGATE_BIND or 127.0.0.1:8000)")
+@click.option("--workers", type=int, default=None, help="web worker processes (default: HOOKGATE_WEB_WORKERS)")
+def web(bind: str | None, workers: int | None) -> None:
+    """Serve the API with gunicorn (the same as `gunicorn wsgi:app`)."""
+    from .web import WebServer, gunicorn_options
+
+    options = gunicorn_options()
+    if bind:
+        options["bind"] = bind
+    if workers:
+        options["workers"] = workers
+    WebServer(options).run()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="deliver what is due, then exit")
+@click.option("--name", default=None, help="worker name shown by `rq info`")
+def worker(burst: bool, name: str | None) -> None:
+    """Deliver: an RQ worker with the scheduler, plus hookgate's ticker (retries, expired leases)."""
+    from . import runtime
+    from .delivery.worker import run_burst, run_worker
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = runtime.Runtime(settings)
+    runtime.install(rt)
+    if burst:
+        run_burst(rt, name)
+    else:
+        run_worker(rt, name)
+
+
+def _secret_file(path: Path, make) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(make())
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM if `hookgate up` itself dies (Linux), so no child outlives it."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class _Supervisor:
+    """Starts the children, restarts one that dies, and stops every one of them (process groups)."""
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]):
+        self.commands = commands
+        self.env = env
+        self.children: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, list[float]] = {}
+
+    def start(self, name: str) -> None:
+        self.children[name] = subprocess.Popen(self.commands[name], env=self.env, preexec_fn=_die_with_parent)
+
+    def check(self) -> None:
+        for name, child in list(self.children.items()):
+            if child.poll() is None:
+                continue
+            recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
+            if len(recent) >= 5:
+                raise click.ClickException(f"{name} keeps exiting (code {child.returncode}); stopping")
+            click.echo(f"hookgate: {name} exited with code {child.returncode}; restarting it", err=True)
+            self.restarts[name] = recent + [time.monotonic()]
+            self.start(name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for child in self.children.values():
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for child in self.children.values():
+            _signal_group(child, signal.SIGKILL)  # whatever is left, grandchildren included
+            child.wait()
+
+
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_healthy(url: str, supervisor: _Supervisor, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        supervisor.check()
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise click.ClickException(f"the API did not answer at {url} within {timeout:.0f}s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address the API listens on")
+@click.option("--port", default=8000, show_default=True, type=int, help="port the API listens on")
+@click.option("--workers", "worker_count", default=1, show_default=True, type=int, help="delivery workers")
+@click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--data-dir", default=None, help="where data lives (default: HOOKGATE_DATA_DIR or ./var)")
+def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str | None) -> None:
+    """Run everything: the embedded store (unless HOOKGATE_REDIS_URL is set), the API and workers."""
+    settings = Settings.from_env()
+    data = Path(data_dir or settings.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HOOKGATE_DATA_DIR=str(data))
+
+    server = None
+    if settings.redis_url:
+        click.echo(f"store: {settings.redis_url}")
+    else:
+        from .embedded import EmbeddedServer
+
+        server = EmbeddedServer(data)
+        server.start(preexec_fn=_die_with_parent)
+        env["HOOKGATE_REDIS_URL"] = server.url
+        click.echo(f"store: embedded Valkey at {server.url} (data in {server.directory})")
+
+    token = settings.admin_token or _secret_file(data / "admin_token", lambda: "hga_" + secrets.token_urlsafe(32))
+    env["HOOKGATE_ADMIN_TOKEN"] = token
+    if not os.environ.get("HOOKGATE_ALLOWED_NETWORKS"):
+        env["HOOKGATE_ALLOWED_NETWORKS"] = LOOPBACK
+        click.echo(f"note: deliveries to loopback ({LOOPBACK}) are allowed for local testing; "
+                   "set HOOKGATE_ALLOWED_NETWORKS to change that")
+
+    me = [sys.executable, "-m", "app.cli"]
+    commands = {"web": me + ["web", "--bind", f"{host}:{port}", "--workers", str(web_workers)]}
+    for n in range(worker_count):
+        commands[f"worker-{n + 1}"] = me + ["worker"]
+    supervisor = _Supervisor(commands, env)
+
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for name in commands:
+            supervisor.start(name)
+        api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        _wait_healthy(f"{api}/healthz", supervisor)
+        click.echo(f"hookgate is up: API {api}  ({worker_count} worker(s))")
+        click.echo(f"admin token: {token}")
+        click.echo("Ctrl-C stops everything.")
+        while not stopping:
+            supervisor.check()
+            time.sleep(0.2)
+    finally:
+        click.echo("hookgate: stopping", err=True)
+        supervisor.stop()
+        if server is not None:
+            server.stop()
+        click.echo("hookgate: stopped", err=True)
+
+
+if __name__ == "__main__":
+    main()

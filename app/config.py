@@ -1,0 +1,93 @@
+"""Settings, read once from ``HOOKGATE_*`` environment variables.
+
+Every setting hookgate reads lives here, with its default; the README's configuration table is
+written from this module. Tests and ``create_app(test_config)`` override fields directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from typing import Any, Mapping
+
+__all__ = ["Settings", "parse_duration", "parse_networks"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``"7d"``, ``"90s"``, ``"250ms"`` or a plain number of seconds → seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_networks(value: str | list[str] | tuple[Network, ...]) -> tuple[Network, ...]:
+    """Comma-separated CIDRs (``"127.0.0.0/8, ::1/128"``) → networks."""
+    if isinstance(value, tuple):
+        return value
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    data_dir: str = "./var"
+    admin_token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    allowed_networks: tuple[Network, ...] = ()
+    event_retention_s: float = 7 * 86400.0
+    queue_name: str = "hookgate"
+    lease_s: float = 60.0
+    drain_chunk: int = 100
+    drain_budget_s: float = 5.0
+    tick_interval_s: float = 1.0
+    template_max_bytes: int = 256 * 1024
+    template_timeout_s: float = 1.0
+    log_level: str = "INFO"
+
+    # name of the field → (environment variable, parser)
+    ENV = {
+        "redis_url": ("HOOKGATE_REDIS_URL", str),
+        "data_dir": ("HOOKGATE_DATA_DIR", str),
+        "admin_token": ("HOOKGATE_ADMIN_TOKEN", str),
+        "max_body_bytes": ("HOOKGATE_MAX_BODY_BYTES", int),
+        "allowed_networks": ("HOOKGATE_ALLOWED_NETWORKS", parse_networks),
+        "event_retention_s": ("HOOKGATE_EVENT_RETENTION", parse_duration),
+        "queue_name": ("HOOKGATE_QUEUE", str),
+        "lease_s": ("HOOKGATE_LEASE", parse_duration),
+        "drain_chunk": ("HOOKGATE_DRAIN_CHUNK", int),
+        "drain_budget_s": ("HOOKGATE_DRAIN_BUDGET", parse_duration),
+        "tick_interval_s": ("HOOKGATE_TICK", parse_duration),
+        "template_max_bytes": ("HOOKGATE_TEMPLATE_MAX_BYTES", int),
+        "template_timeout_s": ("HOOKGATE_TEMPLATE_TIMEOUT", parse_duration),
+        "log_level": ("HOOKGATE_LOG_LEVEL", str),
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every ``HOOKGATE_*`` variable; ``overrides`` win over the environment."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field, (var, parse) in cls.ENV.items():
+            raw = environ.get(var)
+            if raw is not None and raw != "":
+                try:
+                    values[field] = parse(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{var}: {exc}") from None
+        for field, value in overrides.items():
+            if field not in cls.ENV:
+                raise TypeError(f"unknown setting: {field}")
+            parse = cls.ENV[field][1]
+            values[field] = parse(value) if isinstance(value, str) and parse is not str else value
+        return cls(**values)

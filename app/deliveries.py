@@ -1,0 +1,110 @@
+"""Reading deliveries: listing with filters and cursors, and one delivery with its attempts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .errors import NotFound, ValidationError
+from .store import keys
+
+__all__ = ["DeliveryStore", "STATUSES"]
+
+STATUSES = ("pending", "delivered", "error", "bounced", "failed", "skipped")
+_SCAN_ROUNDS = 20
+
+
+def _shape(raw: dict[str, str]) -> dict[str, Any]:
+    def number(value: str | None) -> int | None:
+        return int(value) if value not in (None, "") else None
+
+    return {
+        "id": raw["id"],
+        "event_id": raw["event_id"],
+        "destination_id": raw["destination_id"],
+        "status": raw["status"],
+        "attempts": int(raw.get("attempts") or 0),
+        "created_at": number(raw.get("created_at")),
+        "updated_at": number(raw.get("updated_at")),
+        "next_attempt_at": number(raw.get("next_attempt_at")),
+        "last_status_code": number(raw.get("last_status_code")),
+        "last_error": raw.get("last_error") or None,
+    }
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    score, _, member = cursor.partition(":")
+    if not score.isdigit() or not member:
+        raise ValidationError("invalid query", {"cursor": ["Not a cursor returned by this API."]})
+    return int(score), member
+
+
+class DeliveryStore:
+    def __init__(self, db: redis.Redis):
+        self.db = db
+
+    def get(self, delivery_id: str) -> dict[str, Any]:
+        with self.db.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.delivery(delivery_id))
+            pipe.lrange(keys.attempts(delivery_id), 0, -1)
+            raw, attempts = pipe.execute()
+        if not raw:
+            raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
+        delivery = _shape(raw)
+        delivery["attempt_log"] = [json.loads(a) for a in attempts]
+        event = self.db.get(keys.event(delivery["event_id"]))
+        delivery["event"] = json.loads(event) if event else None
+        return delivery
+
+    def list(self, *, destination_id: str | None = None, status: str | None = None,
+             event_id: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """Newest first. Returns ``{"items", "next_cursor"}``; pass ``next_cursor`` back for the next page."""
+        if status is not None and status not in STATUSES:
+            raise ValidationError("invalid query", {"status": [f"Must be one of: {', '.join(STATUSES)}."]})
+
+        def wanted(item: dict[str, Any]) -> bool:
+            return ((destination_id is None or item["destination_id"] == destination_id)
+                    and (status is None or item["status"] == status)
+                    and (event_id is None or item["event_id"] == event_id))
+
+        if event_id is not None:
+            ids = self.db.lrange(keys.event_deliveries(event_id), 0, -1)
+            items = [d for d in self._load(ids) if d is not None and wanted(d)]
+            items.sort(key=lambda d: (d["created_at"], d["id"]), reverse=True)
+            return {"items": items[:limit], "next_cursor": None}
+
+        if status is not None:
+            index = keys.status(status)
+        elif destination_id is not None:
+            index = keys.destination_deliveries(destination_id)
+        else:
+            index = keys.deliveries
+        # The cursor is the last item shown (score:id); ranks shift as deliveries come and go, so
+        # resume at the first rank with that score and skip what sorts before the cursor.
+        seen = _parse_cursor(cursor) if cursor else None
+        start = self.db.zcount(index, f"({seen[0]}", "+inf") if seen else 0
+        batch = max(limit * 2, 100)
+        items: list[dict[str, Any]] = []
+        last: tuple[int, str] | None = None
+        for _ in range(_SCAN_ROUNDS):
+            page = self.db.zrevrange(index, start, start + batch - 1, withscores=True)
+            if not page:
+                return {"items": items, "next_cursor": None}
+            start += len(page)
+            page = [(m, int(sc)) for m, sc in page if seen is None or (int(sc), m) < seen]
+            for item, (member, score) in zip(self._load([m for m, _ in page]), page):
+                last = (score, member)
+                if item is not None and wanted(item):
+                    items.append(item)
+                    if len(items) == limit:
+                        return {"items": items, "next_cursor": f"{score}:{member}"}
+        # Scanned enough for one request: hand back where to go on from.
+        return {"items": items, "next_cursor": f"{last[0]}:{last[1]}" if last else None}
+
+    def _load(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        with self.db.pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.hgetall(keys.delivery(delivery_id))
+            return [_shape(raw) if raw else None for raw in pipe.execute()]

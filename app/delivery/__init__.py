@@ -1,0 +1,1 @@
+"""Delivery: queueing deliveries at ingest, draining them in RQ jobs, sending, recording outcomes."""

@@ -1,0 +1,44 @@
+"""Classifying an attempt, and when to try again.
+
+- ``delivered``: 2xx.
+- ``error``: the request is wrong (4xx, a 3xx that hookgate does not follow, a template that failed,
+  an address the guard refuses). Not retried, except 408, 409, 425 and 429.
+- ``bounced``: the receiver could not take it (5xx, timeout, connection failure). Retried.
+- ``failed``: retries exhausted (dead letter). ``skipped``: not sent, with a reason.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .http import Response
+
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "classify", "is_retryable", "next_delay"]
+
+# Like Svix: the first attempt at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+JITTER = 0.2
+
+
+def classify(response: Response) -> str:
+    status = response.status_code
+    if status is None:
+        return "error" if response.error_kind in ("blocked", "invalid") else "bounced"
+    if 200 <= status < 300:
+        return "delivered"
+    if status >= 500:
+        return "bounced"
+    return "error"
+
+
+def is_retryable(outcome: str, status_code: int | None) -> bool:
+    return outcome == "bounced" or (outcome == "error" and status_code in RETRYABLE_4XX)
+
+
+def next_delay(attempts_made: int, schedule: tuple[float, ...] | list[float]) -> float | None:
+    """Seconds until the next attempt after ``attempts_made`` attempts, or None when exhausted."""
+    if attempts_made > len(schedule):
+        return None
+    delay = float(schedule[attempts_made - 1])
+    return max(0.0, delay * random.uniform(1 - JITTER, 1 + JITTER))

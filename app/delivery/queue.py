@@ -1,0 +1,166 @@
+"""The pending-delivery queue in Redis, and waking a destination's drain job in RQ.
+
+Each destination has a sorted set of pending delivery ids scored by when they are due (first
+attempt: now; a retry: later). A drain job leases a chunk (moves it to ``hookgate:leases`` with an
+expiry) before sending, so a worker that dies mid-drain loses nothing: the reaper puts expired
+leases back. ``hookgate:dest:<id>:wake`` is set while a drain job for the destination is queued or
+running; whoever sets it (ingest, the ticker, a retry coming due) enqueues the job, so a destination
+has one drain job at a time, and a drain job only ends after seeing nothing due, atomically with
+clearing the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import redis
+from rq import Queue
+
+from ..store import keys, new_id, now_ms, PREFIX
+
+__all__ = ["store_events", "take", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
+
+_TAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1] .. '|' .. id)
+end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if head[1] then
+  redis.call('ZADD', KEYS[3], head[2], ARGV[1])
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return ids
+"""
+
+_FINISH = """
+local head = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if head[1] then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+_RECLAIM = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(expired) do
+  local sep = string.find(member, '|', 1, true)
+  local did = string.sub(member, 1, sep - 1)
+  local id = string.sub(member, sep + 1)
+  redis.call('ZREM', KEYS[1], member)
+  if redis.call('EXISTS', ARGV[2] .. 'delivery:' .. id) == 1 then
+    redis.call('ZADD', ARGV[2] .. 'dest:' .. did .. ':pending', ARGV[1], id)
+    redis.call('ZADD', KEYS[2], 'LT', ARGV[1], did)
+  end
+end
+return #expired
+"""
+
+
+class _Scripts:
+    """Lua scripts registered once per client (EVALSHA after the first call)."""
+
+    def __init__(self) -> None:
+        self._by_client: dict[int, dict[str, Any]] = {}
+
+    def get(self, db: redis.Redis, name: str):
+        scripts = self._by_client.get(id(db))
+        if scripts is None:
+            scripts = {n: db.register_script(src) for n, src in (("take", _TAKE), ("finish", _FINISH),
+                                                                  ("reclaim", _RECLAIM))}
+            self._by_client[id(db)] = scripts
+        return scripts[name]
+
+
+_scripts = _Scripts()
+
+
+def store_events(db: redis.Redis, routed: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]],
+                 retention_s: float) -> list[str]:
+    """Store each event and one pending delivery per matched destination, all in one transaction.
+
+    Returns the ids of the destinations whose drain job must be woken.
+    """
+    created = now_ms()
+    ttl = int(retention_s)
+    woken: dict[str, None] = {}
+    with db.pipeline(transaction=True) as pipe:
+        for event, destinations in routed:
+            event_id = event["id"]
+            pipe.set(keys.event(event_id), json.dumps(event, separators=(",", ":")), ex=ttl)
+            for destination in destinations:
+                did = destination["id"]
+                delivery_id = new_id("dlv")
+                pipe.hset(keys.delivery(delivery_id), mapping={
+                    "id": delivery_id, "event_id": event_id, "destination_id": did, "status": "pending",
+                    "attempts": 0, "created_at": created, "updated_at": created, "next_attempt_at": created,
+                })
+                pipe.expire(keys.delivery(delivery_id), ttl)
+                pipe.rpush(keys.event_deliveries(event_id), delivery_id)
+                pipe.zadd(keys.deliveries, {delivery_id: created})
+                pipe.zadd(keys.destination_deliveries(did), {delivery_id: created})
+                pipe.zadd(keys.status("pending"), {delivery_id: created})
+                pipe.zadd(keys.pending(did), {delivery_id: created})
+                woken[did] = None
+            if destinations:
+                pipe.expire(keys.event_deliveries(event_id), ttl)
+        for did in woken:
+            pipe.zadd(keys.due, {did: created}, lt=True)
+        pipe.execute()
+    return list(woken)
+
+
+def drain_job_timeout(settings) -> int:
+    return int(settings.drain_budget_s + settings.lease_s + 60)
+
+
+def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings) -> int:
+    """Enqueue a drain job for each destination that has none queued or running. Returns how many."""
+    ids = list(dict.fromkeys(destination_ids))
+    if not ids:
+        return 0
+    ttl_ms = int(settings.lease_s * 1000)
+    with db.pipeline(transaction=False) as pipe:
+        for did in ids:
+            pipe.set(keys.wake(did), "1", nx=True, px=ttl_ms)
+        claimed = [did for did, ok in zip(ids, pipe.execute()) if ok]
+    if claimed:
+        from .drain import drain_destination
+
+        timeout = drain_job_timeout(settings)
+        with queue.connection.pipeline() as rq_pipe:
+            queue.enqueue_many(
+                [Queue.prepare_data(drain_destination, args=(did,), timeout=timeout, result_ttl=0,
+                                    failure_ttl=86400, description=f"drain {did}") for did in claimed],
+                pipeline=rq_pipe,
+            )
+            rq_pipe.execute()
+    return len(claimed)
+
+
+def wake_due(db: redis.Redis, queue: Queue, settings, limit: int = 1000) -> int:
+    """Wake every destination with a delivery due now (the ticker's job)."""
+    due = db.zrangebyscore(keys.due, "-inf", now_ms(), start=0, num=limit)
+    return wake(db, queue, due, settings)
+
+
+def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_ttl_ms: int) -> list[str]:
+    now = now_ms()
+    return _scripts.get(db, "take")(
+        keys=[keys.pending(destination_id), keys.leases, keys.due, keys.wake(destination_id)],
+        args=[destination_id, now, count, now + lease_ms, wake_ttl_ms],
+    )
+
+
+def finish(db: redis.Redis, destination_id: str) -> bool:
+    """Clear the wake flag if nothing is due; False means more came in and the drain goes on."""
+    return bool(_scripts.get(db, "finish")(keys=[keys.pending(destination_id), keys.wake(destination_id)],
+                                           args=[now_ms()]))
+
+
+def reclaim_expired(db: redis.Redis, limit: int = 1000) -> int:
+    """Put deliveries whose lease expired (their worker died) back to pending."""
+    return _scripts.get(db, "reclaim")(keys=[keys.leases, keys.due], args=[now_ms(), PREFIX, limit])

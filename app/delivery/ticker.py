@@ -1,0 +1,66 @@
+"""The ticker: a thread in every worker that keeps deliveries moving when nobody posts.
+
+Each tick it returns expired leases to pending (a worker died mid-drain), wakes destinations whose
+retries came due, and about once a minute trims the delivery indexes past the retention window.
+Several workers ticking at once is harmless: waking is claim-once and reclaiming is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from ..runtime import Runtime
+from ..store import keys, now_ms
+from .queue import reclaim_expired, wake_due
+
+__all__ = ["Ticker", "tick", "trim_indexes"]
+
+log = logging.getLogger(__name__)
+TRIM_EVERY_S = 60.0
+
+
+def tick(rt: Runtime) -> tuple[int, int]:
+    """One tick: (leases reclaimed, drain jobs enqueued)."""
+    reclaimed = reclaim_expired(rt.db)
+    woken = wake_due(rt.db, rt.queue, rt.settings)
+    return reclaimed, woken
+
+
+def trim_indexes(rt: Runtime) -> None:
+    cutoff = now_ms() - int(rt.settings.event_retention_s * 1000)
+    db = rt.db
+    with db.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(keys.deliveries, "-inf", cutoff)
+        for status in ("pending", "delivered", "error", "bounced", "failed", "skipped"):
+            pipe.zremrangebyscore(keys.status(status), "-inf", cutoff)
+        for did in db.hkeys(keys.destinations):
+            pipe.zremrangebyscore(keys.destination_deliveries(did), "-inf", cutoff)
+        pipe.execute()
+
+
+class Ticker(threading.Thread):
+    def __init__(self, rt: Runtime):
+        super().__init__(name="hookgate-ticker", daemon=True)
+        self.rt = rt
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        last_trim = 0.0
+        while not self.stopped.is_set():
+            try:
+                tick(self.rt)
+                if time.monotonic() - last_trim > TRIM_EVERY_S:
+                    trim_indexes(self.rt)
+                    last_trim = time.monotonic()
+            except redis.RedisError as exc:
+                log.warning("ticker: redis unavailable: %s", exc)
+            except Exception:  # the ticker must outlive any one bad tick
+                log.exception("ticker failed")
+            self.stopped.wait(self.rt.settings.tick_interval_s)
+
+    def stop(self) -> None:
+        self.stopped.set()

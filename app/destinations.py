@@ -1,0 +1,66 @@
+"""Destinations: where deliveries go, stored as JSON in one Redis hash."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .errors import NotFound
+from .rendering import validate_template
+from .store import keys, new_id, now_ms
+
+__all__ = ["DestinationStore"]
+
+
+class DestinationStore:
+    def __init__(self, db: redis.Redis):
+        self.db = db
+
+    def create(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if fields.get("template") is not None:
+            validate_template(fields["template"])
+        stamp = now_ms()
+        destination = {"id": new_id("dst"), **fields, "created_at": stamp, "updated_at": stamp}
+        self._save(destination)
+        return destination
+
+    def get(self, destination_id: str) -> dict[str, Any]:
+        destination = self.find(destination_id)
+        if destination is None:
+            raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})
+        return destination
+
+    def find(self, destination_id: str) -> dict[str, Any] | None:
+        raw = self.db.hget(keys.destinations, destination_id)
+        return json.loads(raw) if raw is not None else None
+
+    def all(self) -> list[dict[str, Any]]:
+        return sorted((json.loads(v) for v in self.db.hvals(keys.destinations)), key=lambda d: d["id"])
+
+    def update(self, destination_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        destination = self.get(destination_id)
+        if changes.get("template") is not None:
+            validate_template(changes["template"])
+        was_enabled = destination.get("enabled", True)
+        destination.update(changes, updated_at=now_ms())
+        self._save(destination)
+        if destination.get("enabled", True) and not was_enabled:
+            # Deliveries that waited while it was disabled are due now.
+            self.db.zadd(keys.due, {destination_id: now_ms()}, lt=True)
+        return destination
+
+    def delete(self, destination_id: str) -> None:
+        with self.db.pipeline() as pipe:
+            pipe.hdel(keys.destinations, destination_id)
+            pipe.incr(keys.config_version)
+            removed, _ = pipe.execute()
+        if not removed:
+            raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})
+
+    def _save(self, destination: dict[str, Any]) -> None:
+        with self.db.pipeline() as pipe:
+            pipe.hset(keys.destinations, destination["id"], json.dumps(destination))
+            pipe.incr(keys.config_version)
+            pipe.execute()

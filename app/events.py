@@ -1,0 +1,55 @@
+"""The canonical event: what every source kind's adapter produces, and what routing and templates see."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .store import new_id
+
+__all__ = ["MAX_EVENTS_PER_REQUEST", "canonical_event", "infer_category", "isoformat"]
+
+MAX_EVENTS_PER_REQUEST = 1000
+
+# Names that are a category by themselves (``survey_response``), or a prefix naming one (``journey.created``).
+_CATEGORY_PREFIXES = {
+    "feedback_reply": "feedback_reply",
+    "feedback": "feedback",
+    "survey_response": "survey_response",
+    "journey": "journey",
+    "subscription": "subscription",
+    "system": "system",
+    "webhook": "webhook",
+    "destination": "webhook",
+}
+
+
+def isoformat(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def infer_category(name: str) -> str:
+    """``survey_response`` → survey_response, ``journey.created`` → journey, anything else → activity."""
+    head = name.split(".", 1)[0].lower()
+    return _CATEGORY_PREFIXES.get(head, "activity")
+
+
+def canonical_event(source_id: str, fields: dict[str, Any], *, received_at: dt.datetime) -> dict[str, Any]:
+    """Give the event its own id (a source's id is kept as ``external_id``) and fill in category and time."""
+    name = fields["name"]
+    moment = fields.get("time") or received_at
+    return {
+        "id": new_id("evt"),
+        "external_id": fields.get("id"),
+        "source": source_id,
+        "category": fields.get("category") or infer_category(name),
+        "name": name,
+        "time": isoformat(moment),
+        "received_at": isoformat(received_at),
+        "user_id": fields.get("user_id"),
+        "anonymous_id": fields.get("anonymous_id"),
+        "profile": fields.get("profile") or {},
+        "data": fields.get("data") or {},
+        "system": fields.get("system") or {},
+        "origin": fields.get("origin") or "api",
+    }

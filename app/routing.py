@@ -1,0 +1,91 @@
+"""Routing: which destinations an event goes to, without scanning every destination per event.
+
+The index is built in-process from all destinations and rebuilt only when the configuration version
+in Redis changes (every write to sources or destinations bumps it). Exact names are one dict lookup;
+wildcard patterns are grouped by their literal first segment (``journey.*`` under ``journey``), so
+an event is only tested against patterns that can match it, plus the few that start with a wildcard.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import threading
+from collections import defaultdict
+from typing import Any, Iterable
+
+import redis
+
+from .store import keys
+
+__all__ = ["RoutingIndex", "Router"]
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def _first_segment(text: str) -> str:
+    return text.split(".", 1)[0]
+
+
+class RoutingIndex:
+    """An immutable index of enabled destinations by the event names they subscribe to."""
+
+    def __init__(self, destinations: Iterable[dict[str, Any]]):
+        self.destinations: dict[str, dict[str, Any]] = {}
+        self._exact: dict[str, list[str]] = defaultdict(list)
+        self._patterns: dict[str, list[tuple[re.Pattern[str], str]]] = defaultdict(list)
+        self._floating: list[tuple[re.Pattern[str], str]] = []
+        for destination in destinations:
+            if not destination.get("enabled", True):
+                continue
+            did = destination["id"]
+            self.destinations[did] = destination
+            for pattern in destination.get("events", []):
+                match = _WILDCARD.search(pattern)
+                if match is None:
+                    self._exact[pattern].append(did)
+                    continue
+                compiled = re.compile(fnmatch.translate(pattern))
+                literal = pattern[: match.start()]
+                if "." in literal:
+                    self._patterns[_first_segment(literal)].append((compiled, did))
+                else:
+                    self._floating.append((compiled, did))
+
+    def match(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every enabled destination subscribed to ``event``, each once, in a stable order."""
+        name = event["name"]
+        found: dict[str, None] = dict.fromkeys(self._exact.get(name, ()))
+        for compiled, did in self._patterns.get(_first_segment(name), ()):
+            if did not in found and compiled.match(name):
+                found[did] = None
+        for compiled, did in self._floating:
+            if did not in found and compiled.match(name):
+                found[did] = None
+        return [self.destinations[did] for did in found]
+
+
+class Router:
+    """Keeps a ``RoutingIndex`` current: one GET of the configuration version per call."""
+
+    def __init__(self, db: redis.Redis):
+        self.db = db
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._index = RoutingIndex(())
+
+    def index(self) -> RoutingIndex:
+        version = self.db.get(keys.config_version) or "0"
+        if version != self._version:
+            with self._lock:
+                if version != self._version:
+                    # Read the version before the data: a write racing with this rebuild bumps
+                    # the version again, so the next call rebuilds once more.
+                    raw = self.db.hvals(keys.destinations)
+                    self._index = RoutingIndex(json.loads(item) for item in raw)
+                    self._version = version
+        return self._index
+
+    def match(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.index().match(event)

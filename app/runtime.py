@@ -1,0 +1,70 @@
+"""One process's wiring: settings, Redis clients, the RQ queue, the router and the HTTP sender.
+
+The web app builds one in ``create_app``; a worker builds one from the environment the first time a
+job asks (``current()``), or a test installs its own with ``install()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+import redis
+from rq import Queue
+
+from . import store
+from .config import Settings
+
+__all__ = ["Runtime", "current", "install"]
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        if not settings.redis_url:
+            raise RuntimeError(
+                "HOOKGATE_REDIS_URL is not set: point it at Redis/Valkey, or run `hookgate up`, "
+                "which starts an embedded server"
+            )
+        self.settings = settings
+
+    @cached_property
+    def db(self) -> redis.Redis:
+        return store.connect(self.settings.redis_url)
+
+    @cached_property
+    def rq_connection(self) -> redis.Redis:
+        return store.connect_rq(self.settings.redis_url)
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.rq_connection)
+
+    @cached_property
+    def router(self):
+        from .routing import Router
+
+        return Router(self.db)
+
+    @cached_property
+    def sender(self):
+        from .delivery.http import Sender
+
+        return Sender(self.settings.allowed_networks)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = Runtime(Settings.from_env())
+    return _current

@@ -1,0 +1,114 @@
+"""marshmallow schemas for everything the API takes in.
+
+Unknown fields are refused (marshmallow's default ``RAISE``), so a misspelt option is a 422 that
+names it, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import datetime as dt
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+
+__all__ = [
+    "CATEGORIES",
+    "SOURCE_KINDS",
+    "METHODS",
+    "FORMATS",
+    "SourceSchema",
+    "DestinationSchema",
+    "EventSchema",
+]
+
+CATEGORIES = (
+    "feedback",
+    "feedback_reply",
+    "survey_response",
+    "journey",
+    "activity",
+    "system",
+    "subscription",
+    "webhook",
+)
+SOURCE_KINDS = ("generic",)
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+FORMATS = ("json", "xml", "text", "form")
+
+# RFC 9110 token for header names; values may not hold CR, LF or NUL (header injection).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
+# Headers hookgate sets itself, or that would make the request lie about its own framing.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "webhook-id", "webhook-timestamp"}
+)
+_EVENT_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\-\[\]!/ ]+$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+class SourceSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    kind = fields.String(load_default="generic", validate=validate.OneOf(SOURCE_KINDS))
+
+
+class DestinationSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    method = fields.String(load_default="POST")
+    format = fields.String(load_default="json", validate=validate.OneOf(FORMATS))
+    events = fields.List(
+        fields.String(validate=[validate.Length(1, 200), validate.Regexp(_EVENT_PATTERN)]),
+        required=True,
+        validate=validate.Length(1, 200),
+    )
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+    timeout_s = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))
+    enabled = fields.Boolean(load_default=True)
+    retry_schedule = fields.List(
+        fields.Float(validate=validate.Range(0, 7 * 86400)), load_default=None, allow_none=True,
+        validate=validate.Length(max=30),
+    )
+
+    @validates("method")
+    def _method(self, value: str, data_key: str) -> None:
+        if value.upper() not in METHODS:
+            raise ValidationError(f"Must be one of: {', '.join(METHODS)}.")
+
+    @validates("headers")
+    def _headers(self, value: dict[str, str], data_key: str) -> None:
+        problems = {}
+        for name, header_value in value.items():
+            if not _HEADER_NAME.match(name):
+                problems[name] = "Not a valid header name."
+            elif name.lower() in RESERVED_HEADERS:
+                problems[name] = "hookgate sets this header itself."
+            elif _HEADER_VALUE_FORBIDDEN.search(header_value) or len(header_value) > 8192:
+                problems[name] = "Header values may not contain CR, LF or NUL, or exceed 8192 characters."
+        if len(value) > 50:
+            problems["_"] = "At most 50 headers."
+        if problems:
+            raise ValidationError(problems)
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "method" in data:
+            data["method"] = data["method"].upper()
+        return data
+
+
+class EventSchema(Schema):
+    """hookgate's canonical event, as a source posts it (the ``generic`` kind)."""
+
+    id = fields.String(validate=[validate.Length(1, 128), validate.Regexp(_EVENT_ID)])
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    time = fields.AwareDateTime(default_timezone=dt.timezone.utc)
+    user_id = fields.String(allow_none=True, validate=validate.Length(max=256))
+    anonymous_id = fields.String(allow_none=True, validate=validate.Length(max=256))
+    profile = fields.Dict(keys=fields.String(), load_default=dict)
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+    system = fields.Dict(keys=fields.String(), load_default=dict)
+    origin = fields.String(allow_none=True, validate=validate.Length(max=64))

@@ -1,0 +1,77 @@
+"""The Redis connection and the names of every key hookgate writes.
+
+Redis (or Valkey) is the one store. All keys start with ``hookgate:``; RQ keeps its own ``rq:`` keys.
+hookgate's own data uses a ``decode_responses=True`` client; RQ gets a bytes client of its own, as RQ
+requires.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import redis
+
+__all__ = ["connect", "connect_rq", "keys", "new_id", "now_ms"]
+
+PREFIX = "hookgate:"
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def connect_rq(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id(prefix: str) -> str:
+    """A sortable id: milliseconds since the epoch (hex) then 64 random bits: ``evt_0193ab…``."""
+    return f"{prefix}_{now_ms():012x}{secrets.token_hex(8)}"
+
+
+class keys:
+    """Key names. One place, so a reader can see the whole data model."""
+
+    sources = PREFIX + "sources"  # hash: source id → source JSON
+    destinations = PREFIX + "destinations"  # hash: destination id → destination JSON
+    config_version = PREFIX + "config:version"  # counter, bumped on every configuration change
+    deliveries = PREFIX + "deliveries"  # zset: delivery id → created ms (every delivery)
+    leases = PREFIX + "leases"  # zset: "<destination id>|<delivery id>" → lease expiry ms
+    due = PREFIX + "due"  # zset: destination id → earliest due ms of its pending deliveries
+
+    @staticmethod
+    def event(event_id: str) -> str:  # string: canonical event JSON (TTL: event retention)
+        return f"{PREFIX}event:{event_id}"
+
+    @staticmethod
+    def event_deliveries(event_id: str) -> str:  # list of delivery ids (TTL: event retention)
+        return f"{PREFIX}event:{event_id}:deliveries"
+
+    @staticmethod
+    def delivery(delivery_id: str) -> str:  # hash: the delivery's state (TTL: event retention)
+        return f"{PREFIX}delivery:{delivery_id}"
+
+    @staticmethod
+    def attempts(delivery_id: str) -> str:  # list of attempt JSON, oldest first (TTL: event retention)
+        return f"{PREFIX}delivery:{delivery_id}:attempts"
+
+    @staticmethod
+    def status(status: str) -> str:  # zset: delivery id → created ms, one per delivery status
+        return f"{PREFIX}deliveries:status:{status}"
+
+    @staticmethod
+    def destination_deliveries(destination_id: str) -> str:  # zset: delivery id → created ms
+        return f"{PREFIX}dest:{destination_id}:deliveries"
+
+    @staticmethod
+    def pending(destination_id: str) -> str:  # zset: delivery id → due ms (first attempt or retry)
+        return f"{PREFIX}dest:{destination_id}:pending"
+
+    @staticmethod
+    def wake(destination_id: str) -> str:  # string: set while a drain job is queued or running
+        return f"{PREFIX}dest:{destination_id}:wake"

@@ -1,0 +1,45 @@
+"""Serving the API with gunicorn: the options shared by ``gunicorn.conf.py`` and ``hookgate web``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+__all__ = ["gunicorn_options", "WebServer"]
+
+
+def gunicorn_options(environ=os.environ) -> dict[str, Any]:
+    return {
+        "bind": environ.get("HOOKGATE_BIND", "127.0.0.1:8000"),
+        "workers": int(environ.get("HOOKGATE_WEB_WORKERS", 2 * multiprocessing.cpu_count() + 1)),
+        "worker_class": "sync",
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": environ.get("HOOKGATE_ACCESS_LOG") or None,
+        "errorlog": "-",
+        "loglevel": environ.get("HOOKGATE_LOG_LEVEL", "info").lower(),
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        # gunicorn >= 24 opens a control socket under ~/.gunicorn; hookgate does not use it.
+        "control_socket_disable": True,
+    }
+
+
+class WebServer(BaseApplication):
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if value is not None and key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self):
+        from . import create_app
+
+        return create_app()
