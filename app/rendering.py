@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import defusedxml.ElementTree as safe_xml
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from xml.sax.saxutils import escape as xml_escape
 
 from .errors import TemplateError
@@ -128,6 +128,10 @@ class _Environment(ImmutableSandboxedEnvironment):
     def getattr(self, obj, attribute):  # type: ignore[override]
         _check_deadline()
         return super().getattr(obj, attribute)
+
+    def unsafe_undefined(self, obj, attribute):  # type: ignore[override]
+        # Jinja's default is an Undefined that ChainableUndefined would render as "": say it instead.
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} is not allowed")
 
 
 def _make_env() -> _Environment:

@@ -36,10 +36,18 @@ def run_worker(rt: Runtime, name: str | None = None) -> None:
         ticker.stop()
 
 
+class _BurstWorker(HookgateWorker):
+    """For ``--burst``: no pub/sub channel (it exists for commands to long-lived workers, and
+    stopping its thread costs each burst half a second)."""
+
+    def subscribe(self) -> None:
+        self.pubsub_thread = None
+
+
 def run_burst(rt: Runtime, name: str | None = None, max_rounds: int = 1000) -> None:
     """Work until nothing is due or queued, then return (tests and benchmarks)."""
     for _ in range(max_rounds):
-        _, woken = tick(rt)
-        worked = make_worker(rt, name).work(burst=True, logging_level="WARNING")
-        if not woken and not worked:
+        tick(rt)
+        if rt.queue.count == 0:
             return
+        _BurstWorker([rt.queue], connection=rt.rq_connection, name=name).work(burst=True, logging_level="WARNING")

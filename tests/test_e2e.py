@@ -1,0 +1,143 @@
+"""End to end with real processes: `hookgate up`; gunicorn + `hookgate worker`; a worker killed mid-drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.store import connect
+
+from .processes import alive, descendants, free_port, hookgate, spawn, stop_group, wait_http, wait_until
+from .receiver import Receiver, Reply
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "e2e-admin-token"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
+    env.update(HOOKGATE_LOG_LEVEL="WARNING", **extra)
+    return env
+
+
+def create_flow(api: str, token: str, receiver_url: str, events=("*",), **destination) -> tuple[str, str]:
+    auth = {"Authorization": f"Bearer {token}"}
+    source = requests.post(f"{api}/v1/sources", json={"name": "e2e"}, headers=auth, timeout=10)
+    assert source.status_code == 201, source.text
+    created = requests.post(f"{api}/v1/destinations", json={"name": "recv", "url": receiver_url,
+                                                             "events": list(events), **destination},
+                            headers=auth, timeout=10)
+    assert created.status_code == 201, created.text
+    return source.json()["id"], source.json()["key"]
+
+
+def test_hookgate_up_runs_everything_and_stops_every_child(tmp_path, receiver):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    log = tmp_path / "up.log"
+    up = spawn(hookgate("up", "--port", str(port), "--data-dir", str(data_dir), "--web-workers", "1"),
+               base_env(), log)
+    try:
+        api = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: "admin token:" in log.read_text(), timeout=90), log.read_text()
+        output = log.read_text()
+        token = output.split("admin token:")[1].split()[0]
+        assert token == (data_dir / "admin_token").read_text().strip()
+        assert api in output and "loopback" in output  # says it allows loopback for local testing
+
+        source_id, key = create_flow(api, token, receiver.url + "/up")
+        accepted = requests.post(f"{api}/v1/sources/{source_id}/events", json={"name": "survey_response",
+                                 "user_id": "u1"}, headers={"X-Hookgate-Key": key}, timeout=10)
+        assert accepted.status_code == 202
+        [request] = receiver.wait_for(1, timeout=30)
+        assert json.loads(request.body)["id"] == accepted.json()["ids"][0]
+
+        children = descendants(up.pid)
+        commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children if alive(pid)}
+        assert any(b"valkey-server" in c for c in commands) and any(b"worker" in c for c in commands)
+        assert any(b"web" in c for c in commands)
+        up.send_signal(signal.SIGTERM)  # only to `up` itself: it must stop the rest
+        assert up.wait(60) == 0, log.read_text()
+        assert wait_until(lambda: not any(alive(pid) for pid in children), timeout=10)
+        assert [pid for pid in children if alive(pid)] == []
+    finally:
+        stop_group(up, signal.SIGKILL)
+
+
+def test_gunicorn_and_workers_against_a_shared_store(tmp_path, redis_url, db, receiver):
+    port = free_port()
+    env = base_env(HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ADMIN_TOKEN=ADMIN,
+                   HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8", HOOKGATE_BIND=f"127.0.0.1:{port}",
+                   HOOKGATE_WEB_WORKERS="2")
+    processes = [spawn([sys.executable, "-m", "gunicorn", "wsgi:app"], env, tmp_path / "web.log")]
+    processes += [spawn(hookgate("worker", "--name", f"w{n}"), env, tmp_path / f"worker{n}.log") for n in range(2)]
+    try:
+        api = f"http://127.0.0.1:{port}"
+        wait_http(f"{api}/healthz", process=processes[0], log=tmp_path / "web.log")
+        source_id, key = create_flow(api, ADMIN, receiver.url)
+        ids = []
+        for n in range(10):
+            batch = [{"name": "purchase", "user_id": f"u{n}-{i}"} for i in range(10)]
+            response = requests.post(f"{api}/v1/sources/{source_id}/events", json=batch,
+                                     headers={"X-Hookgate-Key": key}, timeout=10)
+            assert response.status_code == 202
+            ids += response.json()["ids"]
+        receiver.wait_for(100, timeout=60)
+        assert sorted(json.loads(r.body)["id"] for r in receiver.requests) == sorted(ids)
+
+        info = subprocess.run([sys.executable, "-m", "rq.cli", "info", "-u", redis_url], capture_output=True,
+                              text=True, timeout=30, env=env)
+        assert info.returncode == 0, info.stderr
+        assert "hookgate" in info.stdout and "w0" in info.stdout and "w1" in info.stdout
+    finally:
+        for process in processes:
+            stop_group(process)
+
+
+def test_a_worker_killed_mid_drain_loses_nothing(tmp_path, redis_url, db):
+    receiver = Receiver(lambda request: Reply(delay=0.02)).start()
+    env = base_env(HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ADMIN_TOKEN=ADMIN,
+                   HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8", HOOKGATE_LEASE="2s", HOOKGATE_TICK="0.2s")
+    from app import create_app
+
+    client = create_app({"redis_url": redis_url, "admin_token": ADMIN}).test_client()
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    source = client.post("/v1/sources", json={"name": "crash"}, headers=auth).get_json()
+    client.post("/v1/destinations", json={"name": "slow", "url": receiver.url, "events": ["*"], "timeout_s": 1},
+                headers=auth)
+    response = client.post(f"/v1/sources/{source['id']}/events", json=[{"name": "e", "data": {"n": n}} for n in range(300)],
+                           headers={"X-Hookgate-Key": source["key"]})
+    ids = set(response.get_json()["ids"])
+    first = spawn(hookgate("worker", "--name", "doomed"), env, tmp_path / "doomed.log")
+    second = None
+    try:
+        assert wait_until(lambda: len(receiver.requests) >= 30, timeout=30), (tmp_path / "doomed.log").read_text()
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and RQ's scheduler, mid-drain
+        first.wait()
+        got_before = len(receiver.requests)
+        assert got_before < 300  # it really died in the middle
+        second = spawn(hookgate("worker", "--name", "survivor"), env, tmp_path / "survivor.log")
+        assert wait_until(lambda: {json.loads(r.body)["id"] for r in receiver.requests} >= ids, timeout=90), \
+            (tmp_path / "survivor.log").read_text()
+        received = [r.header("webhook-id") for r in receiver.requests]
+        assert set(received) == ids
+        duplicates = len(received) - len(ids)
+        assert duplicates <= 2  # only what was in flight when it died is sent twice, under the same webhook-id
+        assert [json.loads(r.body)["id"] for r in receiver.requests] == received
+        store = connect(redis_url)
+        assert wait_until(lambda: store.zcard("hookgate:deliveries:status:delivered") == 300, timeout=20)
+        assert store.zcard("hookgate:leases") == 0
+    finally:
+        stop_group(first, signal.SIGKILL)
+        if second is not None:
+            stop_group(second)
+        receiver.stop()
