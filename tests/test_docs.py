@@ -1,0 +1,32 @@
+"""The README stays true: every setting is documented, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def settings_in_code() -> set[str]:
+    found: set[str] = set()
+    for path in [*ROOT.glob("app/**/*.py"), ROOT / "gunicorn.conf.py", ROOT / "wsgi.py"]:
+        found |= set(re.findall(r"HOOKGATE_[A-Z_]+[A-Z]", path.read_text()))
+    return found
+
+
+def test_every_setting_in_the_code_is_in_the_configuration_table():
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(HOOKGATE_[A-Z_]+)`", table))
+    assert settings_in_code() - documented == set()
+    assert documented - settings_in_code() == set()
+
+
+def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    commands = re.findall(r"```sh\n(.+?)\n```", README.split("---", 1)[0])
+    assert len(commands) == 2
+    run, test = commands
+    assert run.endswith("hookgate up") and "pytest" in test
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == test
