@@ -52,4 +52,5 @@ def canonical_event(source_id: str, fields: dict[str, Any], *, received_at: dt.d
         "data": fields.get("data") or {},
         "system": fields.get("system") or {},
         "origin": fields.get("origin") or "api",
+        "channel": fields.get("channel"),
     }

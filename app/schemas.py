@@ -112,3 +112,4 @@ class EventSchema(Schema):
     data = fields.Dict(keys=fields.String(), load_default=dict)
     system = fields.Dict(keys=fields.String(), load_default=dict)
     origin = fields.String(allow_none=True, validate=validate.Length(max=64))
+    channel = fields.String(allow_none=True, validate=validate.Length(max=64))

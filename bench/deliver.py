@@ -53,16 +53,16 @@ class BenchError(RuntimeError):
 class CountingHTTP(asyncio.Protocol):
     """HTTP/1.1 with keep-alive and pipelining; bodies framed by Content-Length; always 200."""
 
+    transport: asyncio.Transport
+
     def __init__(self, counter: ctypes.c_longlong) -> None:
         self.counter = counter
         self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             head = bytes(self.buffer[:end]).lower()
@@ -98,6 +98,8 @@ def serve(counter: ctypes.c_longlong, port_out: Connection) -> None:
 
 
 class Receiver:
+    """Starts ``serve`` in a spawned process; ``count`` reads its request counter (shared memory)."""
+
     def __init__(self) -> None:
         ctx = mp.get_context("spawn")
         self._counter = ctx.RawValue(ctypes.c_longlong, 0)
