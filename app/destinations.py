@@ -9,7 +9,7 @@ import redis
 
 from .errors import NotFound
 from .rendering import validate_template
-from .store import keys, new_id, now_ms
+from .store import bump_config, keys, new_id, now_ms
 
 __all__ = ["DestinationStore"]
 
@@ -54,7 +54,7 @@ class DestinationStore:
     def delete(self, destination_id: str) -> None:
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.destinations, destination_id)
-            pipe.incr(keys.config_version)
+            bump_config(pipe)
             removed, _ = pipe.execute()
         if not removed:
             raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})
@@ -62,5 +62,5 @@ class DestinationStore:
     def _save(self, destination: dict[str, Any]) -> None:
         with self.db.pipeline() as pipe:
             pipe.hset(keys.destinations, destination["id"], json.dumps(destination))
-            pipe.incr(keys.config_version)
+            bump_config(pipe)
             pipe.execute()

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import redis
 
+from .filters import subscription_matcher
 from .store import keys
 
 __all__ = ["RoutingIndex", "Router"]
@@ -29,10 +30,16 @@ def _first_segment(text: str) -> str:
 
 
 class RoutingIndex:
-    """An immutable index of enabled destinations by the event names they subscribe to."""
+    """An immutable index of enabled destinations by the event names they subscribe to.
+
+    A name or pattern in a destination's ``events`` matches an event's name or its category, so
+    ``feedback`` subscribes to WebEngage's ``FEEDBACK_SUBMIT`` as well as to an event named feedback.
+    The other filters (categories, channels, sources, origins, conditions) run on the candidates only.
+    """
 
     def __init__(self, destinations: Iterable[dict[str, Any]]):
         self.destinations: dict[str, dict[str, Any]] = {}
+        self._filters: dict[str, Any] = {}
         self._exact: dict[str, list[str]] = defaultdict(list)
         self._patterns: dict[str, list[tuple[re.Pattern[str], str]]] = defaultdict(list)
         self._floating: list[tuple[re.Pattern[str], str]] = []
@@ -41,7 +48,10 @@ class RoutingIndex:
                 continue
             did = destination["id"]
             self.destinations[did] = destination
-            for pattern in destination.get("events", []):
+            matcher = subscription_matcher(destination)
+            if matcher is not None:
+                self._filters[did] = matcher
+            for pattern in destination.get("events") or ["*"]:
                 match = _WILDCARD.search(pattern)
                 if match is None:
                     self._exact[pattern].append(did)
@@ -55,15 +65,19 @@ class RoutingIndex:
 
     def match(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Every enabled destination subscribed to ``event``, each once, in a stable order."""
-        name = event["name"]
-        found: dict[str, None] = dict.fromkeys(self._exact.get(name, ()))
-        for compiled, did in self._patterns.get(_first_segment(name), ()):
-            if did not in found and compiled.match(name):
-                found[did] = None
-        for compiled, did in self._floating:
-            if did not in found and compiled.match(name):
-                found[did] = None
-        return [self.destinations[did] for did in found]
+        found: dict[str, None] = {}
+        for key in (event["name"], event.get("category") or ""):
+            if not key:
+                continue
+            found.update(dict.fromkeys(self._exact.get(key, ())))
+            for compiled, did in self._patterns.get(_first_segment(key), ()):
+                if did not in found and compiled.match(key):
+                    found[did] = None
+            for compiled, did in self._floating:
+                if did not in found and compiled.match(key):
+                    found[did] = None
+        filters = self._filters
+        return [self.destinations[did] for did in found if did not in filters or filters[did](event)]
 
 
 class Router:

@@ -13,6 +13,8 @@ import datetime as dt
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
+from .filters import validate_condition
+
 __all__ = [
     "CATEGORIES",
     "SOURCE_KINDS",
@@ -36,6 +38,7 @@ CATEGORIES = (
 SOURCE_KINDS = ("generic",)
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 FORMATS = ("json", "xml", "text", "form")
+PAYLOAD_STYLES = ("canonical", "webengage", "xtremepush")
 
 # RFC 9110 token for header names; values may not hold CR, LF or NUL (header injection).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -46,6 +49,7 @@ RESERVED_HEADERS = frozenset(
 )
 _EVENT_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\-\[\]!/ ]+$")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+_FIELD_PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
 class SourceSchema(Schema):
@@ -60,9 +64,23 @@ class DestinationSchema(Schema):
     format = fields.String(load_default="json", validate=validate.OneOf(FORMATS))
     events = fields.List(
         fields.String(validate=[validate.Length(1, 200), validate.Regexp(_EVENT_PATTERN)]),
-        required=True,
+        load_default=lambda: ["*"],
         validate=validate.Length(1, 200),
     )
+    categories = fields.List(fields.String(validate=validate.OneOf(CATEGORIES)), load_default=None,
+                             allow_none=True, validate=validate.Length(max=len(CATEGORIES)))
+    channels = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=None, allow_none=True,
+                           validate=validate.Length(max=50))
+    sources = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=None, allow_none=True,
+                          validate=validate.Length(max=200))
+    exclude_origins = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=None,
+                                  allow_none=True, validate=validate.Length(max=20))
+    conditions = fields.Dict(load_default=None, allow_none=True)
+    required_fields = fields.List(fields.String(validate=[validate.Length(1, 200), validate.Regexp(_FIELD_PATH)]),
+                                  load_default=None, allow_none=True, validate=validate.Length(max=50))
+    payload_style = fields.String(load_default="canonical", validate=validate.OneOf(PAYLOAD_STYLES))
+    extra_properties = fields.Dict(keys=fields.String(validate=validate.Length(1, 100)), load_default=None,
+                                   allow_none=True, validate=validate.Length(max=50))
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
     timeout_s = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))
@@ -76,6 +94,13 @@ class DestinationSchema(Schema):
     def _method(self, value: str, data_key: str) -> None:
         if value.upper() not in METHODS:
             raise ValidationError(f"Must be one of: {', '.join(METHODS)}.")
+
+    @validates("conditions")
+    def _conditions(self, value: dict[str, Any] | None, data_key: str) -> None:
+        if value is not None:
+            problems = validate_condition(value)
+            if problems:
+                raise ValidationError(problems)
 
     @validates("headers")
     def _headers(self, value: dict[str, str], data_key: str) -> None:

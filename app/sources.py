@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from .errors import NotFound
-from .store import keys, new_id, now_ms
+from .store import bump_config, keys, new_id, now_ms
 
 __all__ = ["SourceStore", "hash_key"]
 
@@ -44,7 +44,7 @@ class SourceStore:
         }
         with self.db.pipeline() as pipe:
             pipe.hset(keys.sources, source["id"], json.dumps(source))
-            pipe.incr(keys.config_version)
+            bump_config(pipe)
             pipe.execute()
         return source, key
 
@@ -60,7 +60,7 @@ class SourceStore:
     def delete(self, source_id: str) -> None:
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.sources, source_id)
-            pipe.incr(keys.config_version)
+            bump_config(pipe)
             removed, _ = pipe.execute()
         if not removed:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-__all__ = ["connect", "connect_rq", "keys", "new_id", "now_ms"]
+__all__ = ["bump_config", "connect", "connect_rq", "keys", "new_id", "now_ms"]
 
 PREFIX = "hookgate:"
 
@@ -34,12 +34,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{now_ms():012x}{secrets.token_hex(8)}"
 
 
+def bump_config(pipe) -> None:
+    """Mark the configuration changed. A random token rather than a counter: a counter restarts
+    after FLUSHDB or a restore and could meet a value a process already built its index for."""
+    pipe.set(keys.config_version, secrets.token_hex(8))
+
+
 class keys:
     """Key names. One place, so a reader can see the whole data model."""
 
     sources = PREFIX + "sources"  # hash: source id → source JSON
     destinations = PREFIX + "destinations"  # hash: destination id → destination JSON
-    config_version = PREFIX + "config:version"  # counter, bumped on every configuration change
+    config_version = PREFIX + "config:version"  # random token, replaced on every configuration change
     deliveries = PREFIX + "deliveries"  # zset: delivery id → created ms (every delivery)
     leases = PREFIX + "leases"  # zset: "<destination id>|<delivery id>" → lease expiry ms
     due = PREFIX + "due"  # zset: destination id → earliest due ms of its pending deliveries

@@ -1,10 +1,10 @@
 """``drain_destination``: the RQ job that sends a destination's pending deliveries.
 
 One job drains many deliveries (DESIGN.md: RQ costs ~60 Redis commands per job; a pooled session
-sends far faster than RQ can run jobs). It leases a chunk, renders and sends each delivery,
-records each outcome in one transaction right after its request, and stops when nothing is due
-(atomically with clearing the destination's wake flag) or when its time budget is spent, in which
-case it enqueues its successor so other destinations get their turn.
+sends far faster than RQ can run jobs). It leases a chunk, renders and sends each delivery, hands
+each outcome to the recorder (written in the background while the next request goes out), and stops
+when nothing is due (atomically with clearing the destination's wake flag) or when its time budget
+is spent, in which case it enqueues its successor so other destinations get their turn.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..store import keys, now_ms
 from . import queue as pending
 from .http import Response
 from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay
+from .recorder import Recorder
 
 __all__ = ["drain_destination", "Drainer"]
 
@@ -41,11 +42,17 @@ class Drainer:
         self.db = rt.db
         self.settings = rt.settings
         self.destinations = DestinationStore(rt.db)
+        self.recorder = Recorder(rt.db)
 
     def drain(self, destination_id: str) -> dict[str, int]:
+        try:
+            return self._drain(destination_id)
+        finally:
+            self.recorder.close()
+
+    def _drain(self, destination_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         deadline = time.monotonic() + self.settings.drain_budget_s
-        wake_ttl_ms = int(self.settings.lease_s * 1000)
         while True:
             destination = self.destinations.find(destination_id)
             if destination is not None and not destination.get("enabled", True):
@@ -54,18 +61,19 @@ class Drainer:
                 self.db.delete(keys.wake(destination_id))
                 return counts
             timeout = float(destination["timeout_s"]) if destination else 1.0
-            size = max(1, min(self.settings.drain_chunk, int((self.settings.lease_s - LEASE_MARGIN_S) // timeout)))
-            lease_ms = int(max(self.settings.lease_s, size * timeout + LEASE_MARGIN_S) * 1000)
-            ids = pending.take(self.db, destination_id, size, lease_ms, max(wake_ttl_ms, lease_ms))
+            lease_s = max(self.settings.lease_s, timeout + LEASE_MARGIN_S)
+            ids = pending.take(self.db, destination_id, self.settings.drain_chunk, int(lease_s * 1000),
+                               int(lease_s * 1000))
             if not ids:
                 if pending.finish(self.db, destination_id):
                     return counts
                 continue
-            for outcome in self._send_chunk(destination_id, destination, ids):
+            for outcome in self._send_chunk(destination_id, destination, ids, timeout, lease_s):
                 counts[outcome] = counts.get(outcome, 0) + 1
+            self.recorder.flush()  # what comes next reads the state these outcomes wrote
             if time.monotonic() > deadline:
                 # Budget spent: hand over to a fresh job at the back of the queue (the wake flag stays ours).
-                self.db.pexpire(keys.wake(destination_id), wake_ttl_ms)
+                self.db.pexpire(keys.wake(destination_id), int(lease_s * 1000))
                 self._enqueue_successor(destination_id)
                 return counts
 
@@ -75,14 +83,27 @@ class Drainer:
             result_ttl=0, failure_ttl=86400, description=f"drain {destination_id}",
         )
 
-    def _send_chunk(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str]):
+    def _send_chunk(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str],
+                    timeout: float, lease_s: float):
         with self.db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
                 pipe.hgetall(keys.delivery(delivery_id))
             deliveries = pipe.execute()
         event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries if d))
         events = dict(zip(event_ids, self.db.mget([keys.event(e) for e in event_ids]))) if event_ids else {}
-        for delivery_id, delivery in zip(ids, deliveries):
+        lease_until = time.monotonic() + lease_s
+        lost: set[str] = set()
+        for position, (delivery_id, delivery) in enumerate(zip(ids, deliveries)):
+            if time.monotonic() + timeout + LEASE_MARGIN_S > lease_until:
+                # A slow receiver ate into the lease: extend it for what is left, and let go of any
+                # delivery whose lease already lapsed (another worker may be sending it).
+                remaining = ids[position:]
+                kept = set(pending.renew(self.db, destination_id, remaining, int(lease_s * 1000),
+                                         int(lease_s * 1000)))
+                lost |= set(remaining) - kept
+                lease_until = time.monotonic() + lease_s
+            if delivery_id in lost:
+                continue
             if not delivery:  # expired under retention while it waited
                 self.db.zrem(keys.leases, f"{destination_id}|{delivery_id}")
                 continue
@@ -159,18 +180,22 @@ class Drainer:
                           last_error=attempt["error"] or "")
         if reason is not None:
             fields["last_error"] = reason
-        with self.db.pipeline(transaction=True) as pipe:
+        retention = int(self.settings.event_retention_s)
+        previous = delivery["status"]
+
+        def writes(pipe) -> None:
             pipe.hset(keys.delivery(delivery_id), mapping=fields)
             if attempt is not None:
                 pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt, separators=(",", ":")))
                 pipe.ltrim(keys.attempts(delivery_id), -ATTEMPTS_KEPT, -1)
-                pipe.expire(keys.attempts(delivery_id), int(self.settings.event_retention_s))
+                pipe.expire(keys.attempts(delivery_id), retention)
             pipe.zrem(keys.leases, f"{destination_id}|{delivery_id}")
-            if delivery["status"] != status:
-                pipe.zrem(keys.status(delivery["status"]), delivery_id)
+            if previous != status:
+                pipe.zrem(keys.status(previous), delivery_id)
                 pipe.zadd(keys.status(status), {delivery_id: created})
             if due is not None:
                 pipe.zadd(keys.pending(destination_id), {delivery_id: due})
                 pipe.zadd(keys.due, {destination_id: due}, lt=True)
-            pipe.execute()
+
+        self.recorder.submit(writes)
         delivery["status"] = status

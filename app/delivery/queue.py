@@ -19,7 +19,7 @@ from rq import Queue
 
 from ..store import keys, new_id, now_ms, PREFIX
 
-__all__ = ["store_events", "take", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
+__all__ = ["store_events", "take", "renew", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
 
 _TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -42,6 +42,19 @@ local head = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1
 if head[1] then return 0 end
 redis.call('DEL', KEYS[2])
 return 1
+"""
+
+_RENEW = """
+local kept = {}
+for i = 4, #ARGV do
+  local member = ARGV[1] .. '|' .. ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], member) then
+    redis.call('ZADD', KEYS[1], ARGV[2], member)
+    table.insert(kept, ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return kept
 """
 
 _RECLAIM = """
@@ -70,7 +83,7 @@ class _Scripts:
         scripts = self._by_client.get(id(db))
         if scripts is None:
             scripts = {n: db.register_script(src) for n, src in (("take", _TAKE), ("finish", _FINISH),
-                                                                  ("reclaim", _RECLAIM))}
+                                                                  ("renew", _RENEW), ("reclaim", _RECLAIM))}
             self._by_client[id(db)] = scripts
         return scripts[name]
 
@@ -153,6 +166,14 @@ def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_t
         keys=[keys.pending(destination_id), keys.leases, keys.due, keys.wake(destination_id)],
         args=[destination_id, now, count, now + lease_ms, wake_ttl_ms],
     )
+
+
+def renew(db: redis.Redis, destination_id: str, ids: list[str], lease_ms: int, wake_ttl_ms: int) -> list[str]:
+    """Extend the lease of ``ids``; returns those still held (a lease that expired may be another's now)."""
+    if not ids:
+        return []
+    return _scripts.get(db, "renew")(keys=[keys.leases, keys.wake(destination_id)],
+                                     args=[destination_id, now_ms() + lease_ms, wake_ttl_ms, *ids])
 
 
 def finish(db: redis.Redis, destination_id: str) -> bool:

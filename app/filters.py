@@ -1,0 +1,169 @@
+"""Subscriptions beyond event names: categories, channels, sources, origins, payload conditions, and
+required fields.
+
+A payload condition is JSON, checked when a destination is saved and compiled once per routing index:
+
+    {"field": "data.amount", "op": "gte", "value": 100}
+    {"and": [<condition>, ...]}      {"or": [<condition>, ...]}
+
+Fields are dotted paths into the event: ``data.*``, ``profile.*``, ``system.*`` and the top-level
+``name``, ``category``, ``channel``, ``origin``, ``source``, ``user_id``, ``anonymous_id``.
+Operators: eq, neq, gt, gte, lt, lte, in, nin, exists, regex. A comparison with a missing field is
+false (``neq`` and ``nin`` included), except ``exists: false``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+__all__ = ["MISSING", "OPERATORS", "compile_condition", "lookup", "missing_required", "subscription_matcher",
+           "validate_condition"]
+
+OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "exists", "regex")
+ROOTS = ("data", "profile", "system")
+TOP_LEVEL = ("name", "category", "channel", "origin", "source", "user_id", "anonymous_id", "id", "external_id")
+MAX_DEPTH = 8
+MAX_NODES = 100
+MAX_REGEX = 500
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def lookup(event: dict[str, Any], path: str) -> Any:
+    """``data.order.total`` → the value, or ``MISSING``. List items by index: ``data.items.0.sku``."""
+    value: Any = event
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return MISSING
+    return value
+
+
+def _ordered(op: str) -> Callable[[Any, Any], bool]:
+    compare = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+               "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}[op]
+
+    def check(actual: Any, expected: Any) -> bool:
+        numeric = (int, float)
+        if isinstance(actual, bool) or isinstance(expected, bool):
+            return False
+        if isinstance(actual, numeric) and isinstance(expected, numeric):
+            return compare(actual, expected)
+        if isinstance(actual, str) and isinstance(expected, str):  # ISO dates compare as strings
+            return compare(actual, expected)
+        if isinstance(expected, numeric) and isinstance(actual, str):
+            try:
+                return compare(float(actual), expected)
+            except ValueError:
+                return False
+        return False
+
+    return check
+
+
+def validate_condition(node: Any, path: str = "conditions", depth: int = 0, count: list[int] | None = None) -> list[str]:
+    """Every problem with a condition tree, as ``"<where>: <what>"`` strings (empty when valid)."""
+    count = count if count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        return [f"{path}: at most {MAX_NODES} conditions"]
+    if depth > MAX_DEPTH:
+        return [f"{path}: nested deeper than {MAX_DEPTH}"]
+    if not isinstance(node, dict):
+        return [f"{path}: a condition is an object"]
+    for combinator in ("and", "or"):
+        if combinator in node:
+            if set(node) != {combinator} or not isinstance(node[combinator], list) or not node[combinator]:
+                return [f"{path}: {combinator!r} takes a non-empty list of conditions, alone"]
+            problems: list[str] = []
+            for index, child in enumerate(node[combinator]):
+                problems += validate_condition(child, f"{path}.{combinator}.{index}", depth + 1, count)
+            return problems
+    if set(node) - {"field", "op", "value"} or "field" not in node or "op" not in node:
+        return [f"{path}: a comparison is {{'field', 'op', 'value'}}"]
+    field, op, value = node["field"], node["op"], node.get("value")
+    problems = []
+    if not isinstance(field, str) or not (field in TOP_LEVEL or field.split(".", 1)[0] in ROOTS and "." in field):
+        problems.append(f"{path}.field: use {', '.join(TOP_LEVEL)} or a path under {', '.join(ROOTS)}")
+    if op not in OPERATORS:
+        problems.append(f"{path}.op: one of {', '.join(OPERATORS)}")
+    elif op in ("in", "nin") and not isinstance(value, list):
+        problems.append(f"{path}.value: {op!r} takes a list")
+    elif op == "exists" and not isinstance(value, bool):
+        problems.append(f"{path}.value: 'exists' takes true or false")
+    elif op == "regex":
+        if not isinstance(value, str) or len(value) > MAX_REGEX:
+            problems.append(f"{path}.value: 'regex' takes a pattern of at most {MAX_REGEX} characters")
+        else:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                problems.append(f"{path}.value: not a valid regular expression: {exc}")
+    elif op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        problems.append(f"{path}.value: {op!r} compares numbers or strings")
+    elif "value" not in node and op not in ("exists",):
+        problems.append(f"{path}.value: required")
+    return problems
+
+
+def compile_condition(node: dict[str, Any]) -> Predicate:
+    """A validated condition → a predicate over the canonical event."""
+    if "and" in node:
+        parts = [compile_condition(child) for child in node["and"]]
+        return lambda event: all(part(event) for part in parts)
+    if "or" in node:
+        parts = [compile_condition(child) for child in node["or"]]
+        return lambda event: any(part(event) for part in parts)
+    field, op, expected = node["field"], node["op"], node.get("value")
+    if op == "exists":
+        return lambda event: (lookup(event, field) is not MISSING) == expected
+    if op == "eq":
+        return lambda event: lookup(event, field) == expected
+    if op == "neq":
+        return lambda event: (actual := lookup(event, field)) is not MISSING and actual != expected
+    if op == "in":
+        return lambda event: (actual := lookup(event, field)) is not MISSING and actual in expected
+    if op == "nin":
+        return lambda event: (actual := lookup(event, field)) is not MISSING and actual not in expected
+    if op == "regex":
+        pattern = re.compile(expected)
+        return lambda event: isinstance(actual := lookup(event, field), str) and pattern.search(actual) is not None
+    check = _ordered(op)
+    return lambda event: (actual := lookup(event, field)) is not MISSING and check(actual, expected)
+
+
+def subscription_matcher(destination: dict[str, Any]) -> Predicate | None:
+    """The filters of a destination other than event names, as one predicate (None: no filters)."""
+    checks: list[Predicate] = []
+    for field, key in (("categories", "category"), ("channels", "channel"), ("sources", "source")):
+        allowed = destination.get(field)
+        if allowed:
+            wanted = frozenset(allowed)
+            checks.append(lambda event, key=key, wanted=wanted: event.get(key) in wanted)
+    excluded = destination.get("exclude_origins")
+    if excluded:
+        refused = frozenset(excluded)
+        checks.append(lambda event: event.get("origin") not in refused)
+    if destination.get("conditions"):
+        checks.append(compile_condition(destination["conditions"]))
+    if not checks:
+        return None
+    return lambda event: all(check(event) for check in checks)
+
+
+def missing_required(destination: dict[str, Any], event: dict[str, Any]) -> list[str]:
+    """Required fields the event lacks (missing, null or empty)."""
+    return [path for path in destination.get("required_fields") or ()
+            if lookup(event, path) in (MISSING, None, "")]
