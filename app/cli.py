@@ -160,6 +160,10 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
 
     token = settings.admin_token or _secret_file(data / "admin_token", lambda: "hga_" + secrets.token_urlsafe(32))
     env["HOOKGATE_ADMIN_TOKEN"] = token
+    if not settings.secret_key:
+        from .secrets import generate_key
+
+        env["HOOKGATE_SECRET_KEY"] = _secret_file(data / "secret_key", generate_key)
     if not os.environ.get("HOOKGATE_ALLOWED_NETWORKS"):
         env["HOOKGATE_ALLOWED_NETWORKS"] = LOOPBACK
         click.echo(f"note: deliveries to loopback ({LOOPBACK}) are allowed for local testing; "

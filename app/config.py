@@ -43,6 +43,7 @@ class Settings:
     redis_url: str | None = None
     data_dir: str = "./var"
     admin_token: str | None = None
+    secret_key: str | None = None
     max_body_bytes: int = 1024 * 1024
     allowed_networks: tuple[Network, ...] = ()
     event_retention_s: float = 7 * 86400.0
@@ -54,12 +55,14 @@ class Settings:
     template_max_bytes: int = 256 * 1024
     template_timeout_s: float = 1.0
     log_level: str = "INFO"
+    signature_tolerance_s: float = 300.0
 
     # name of the field → (environment variable, parser)
     ENV = {
         "redis_url": ("HOOKGATE_REDIS_URL", str),
         "data_dir": ("HOOKGATE_DATA_DIR", str),
         "admin_token": ("HOOKGATE_ADMIN_TOKEN", str),
+        "secret_key": ("HOOKGATE_SECRET_KEY", str),
         "max_body_bytes": ("HOOKGATE_MAX_BODY_BYTES", int),
         "allowed_networks": ("HOOKGATE_ALLOWED_NETWORKS", parse_networks),
         "event_retention_s": ("HOOKGATE_EVENT_RETENTION", parse_duration),
@@ -71,6 +74,7 @@ class Settings:
         "template_max_bytes": ("HOOKGATE_TEMPLATE_MAX_BYTES", int),
         "template_timeout_s": ("HOOKGATE_TEMPLATE_TIMEOUT", parse_duration),
         "log_level": ("HOOKGATE_LOG_LEVEL", str),
+        "signature_tolerance_s": ("HOOKGATE_SIGNATURE_TOLERANCE", parse_duration),
     }
 
     @classmethod

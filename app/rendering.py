@@ -8,6 +8,7 @@ Compiled templates are cached per process by their source.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import threading
@@ -28,6 +29,7 @@ __all__ = [
     "compile_template",
     "default_template",
     "render_body",
+    "render_delivery",
     "validate_template",
 ]
 
@@ -38,12 +40,43 @@ CONTENT_TYPES = {
     "form": "application/x-www-form-urlencoded",
 }
 
+# Default bodies: (payload style, format) → template. XML bodies of feedback and survey responses get
+# the root element WebEngage uses for them.
+_WEBENGAGE_JSON = """{
+  "event_name": {{ event.name | tojson }},
+  "event_time": {{ event.time | tojson }},
+  "category": {{ (event.system.category or ('application' if event.category == 'activity' else 'system')) | tojson }},
+  "user_id": {{ event.user_id | tojson }},
+  "anonymous_id": {{ event.anonymous_id | tojson }},
+  "license_code": {{ event.system.license_code | tojson }},
+  "event_data": {{ event.data | tojson }},
+  "system_data": {{ event.system | tojson }}
+}"""
+_XTREMEPUSH_JSON = """{
+  "event": {{ event.name | tojson }},
+  "time": {{ event.time | epoch }},
+  "properties": {
+    "message_type": {{ (event.channel or event.system.message_type) | tojson }},
+    "campaign_id": {{ event.system.campaign_id | tojson }},
+    "profile_id": {{ event.system.profile_id | tojson }},
+    "device_id": {{ event.system.device_id | tojson }},
+    "trigger_id": {{ event.system.trigger_id | tojson }},
+    "error_message": {{ event.system.error_message | tojson }},
+    "user_id": {{ event.user_id | tojson }},
+    "email": {{ (event.profile.email or event.data.email) | tojson }},
+    "external_message_id": {{ event.system.external_message_id | tojson }}
+  }
+}"""
 DEFAULT_TEMPLATES = {
-    "json": "{{ event | tojson }}",
-    "xml": "{{ event | toxml('event') }}",
-    "text": "{{ event.name }} ({{ event.category }}) user={{ event.user_id }} data={{ event.data | tojson }}",
-    "form": "{{ event | flatten | tojson }}",
+    ("canonical", "json"): "{{ event | tojson }}",
+    ("canonical", "xml"): "{{ event | toxml(xml_root) }}",
+    ("canonical", "text"): "{{ event.name }} ({{ event.category }}) user={{ event.user_id }} data={{ event.data | tojson }}",
+    ("canonical", "form"): "{{ event | flatten | tojson }}",
+    ("webengage", "json"): _WEBENGAGE_JSON,
+    ("xtremepush", "json"): _XTREMEPUSH_JSON,
 }
+XML_ROOTS = {"feedback": "feedback", "feedback_reply": "feedbackReply", "survey_response": "surveyResponse"}
+PAYLOAD_STYLES = ("canonical", "webengage", "xtremepush")
 
 
 class RenderError(Exception):
@@ -72,6 +105,23 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     if isinstance(value, Undefined):
         return "null"
     return json.dumps(value, ensure_ascii=False, default=_json_default, indent=indent)
+
+
+def _epoch(value: Any) -> str:
+    """An ISO 8601 time (as events carry) → UNIX seconds; missing → null."""
+    if isinstance(value, Undefined) or value in (None, ""):
+        return "null"
+    try:
+        return str(int(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()))
+    except ValueError:
+        return "null"
+
+
+class JSONUndefined(ChainableUndefined):
+    """In JSON templates a placeholder with no data renders as ``null`` (as Xtremepush's do)."""
+
+    def __str__(self) -> str:
+        return "null"
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -134,16 +184,18 @@ class _Environment(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} is not allowed")
 
 
-def _make_env() -> _Environment:
-    env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=False)
+def _make_env(undefined: type[Undefined]) -> _Environment:
+    env = _Environment(undefined=undefined, autoescape=False, keep_trailing_newline=False)
     env.filters["tojson"] = _tojson
+    env.filters["epoch"] = _epoch
     env.filters["toxml"] = _toxml
     env.filters["flatten"] = _flatten
     env.globals["range"] = _bounded_range
     return env
 
 
-ENV = _make_env()
+ENV = _make_env(ChainableUndefined)
+JSON_ENV = _make_env(JSONUndefined)
 
 
 def validate_template(source: str) -> None:
@@ -157,13 +209,14 @@ def validate_template(source: str) -> None:
         ) from None
 
 
-@functools.lru_cache(maxsize=2048)
-def compile_template(source: str):
-    return ENV.from_string(source)
+@functools.lru_cache(maxsize=4096)
+def compile_template(source: str, fmt: str = "text"):
+    return (JSON_ENV if fmt == "json" else ENV).from_string(source)
 
 
-def default_template(fmt: str) -> str:
-    return DEFAULT_TEMPLATES[fmt]
+def default_template(fmt: str, style: str = "canonical") -> str:
+    """The body used when a destination has no template of its own ("reset to default")."""
+    return DEFAULT_TEMPLATES.get((style, fmt)) or DEFAULT_TEMPLATES[("canonical", fmt)]
 
 
 class Rendered:
@@ -178,7 +231,7 @@ def render_body(
     source: str | None, fmt: str, context: dict[str, Any], *, max_bytes: int, timeout_s: float
 ) -> Rendered:
     """Render and check one body. Raises ``RenderError`` with a message fit for the delivery log."""
-    template = compile_template(source if source is not None else DEFAULT_TEMPLATES[fmt])
+    template = compile_template(source if source is not None else default_template(fmt), fmt)
     _limits.deadline = time.monotonic() + timeout_s
     size = 0
     parts: list[str] = []
@@ -196,20 +249,47 @@ def render_body(
     finally:
         _limits.deadline = float("inf")
     text = "".join(parts)
-    return Rendered(_encode(text, fmt), CONTENT_TYPES[fmt])
+    return Rendered(_encode(text, fmt, context.get("extra")), CONTENT_TYPES[fmt])
 
 
-def _encode(text: str, fmt: str) -> bytes:
+def render_delivery(destination: dict[str, Any], event: dict[str, Any], *, max_bytes: int,
+                    timeout_s: float) -> Rendered:
+    """The body of one delivery: the destination's template (or its style's default) over the event."""
+    fmt = destination["format"]
+    source = destination.get("template")
+    if source is None:
+        source = default_template(fmt, destination.get("payload_style") or "canonical")
+    context = {
+        "event": event,
+        "profile": event.get("profile") or {},
+        "data": event.get("data") or {},
+        "system": event.get("system") or {},
+        "destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
+        "extra": destination.get("extra_properties") or {},
+        "xml_root": XML_ROOTS.get(event.get("category", ""), "event"),
+    }
+    return render_body(source, fmt, context, max_bytes=max_bytes, timeout_s=timeout_s)
+
+
+def _encode(text: str, fmt: str, extra: dict[str, Any] | None = None) -> bytes:
+    """Check the output against its format, and add the destination's extra properties."""
     if fmt == "json":
         try:
-            json.loads(text)
+            body = json.loads(text)
         except ValueError as exc:
             raise RenderError(f"rendered body is not valid JSON: {exc}") from None
+        if extra and isinstance(body, dict):
+            return json.dumps({**body, **extra}, ensure_ascii=False).encode()
     elif fmt == "xml":
         try:
-            safe_xml.fromstring(text)
+            root = safe_xml.fromstring(text)
         except Exception as exc:
             raise RenderError(f"rendered body is not well-formed XML: {exc}") from None
+        if extra:
+            added = "".join(_toxml(value, key) for key, value in extra.items())
+            closing = f"</{root.tag}>"
+            if text.rstrip().endswith(closing):
+                text = text.rstrip()[: -len(closing)] + added + closing
     elif fmt == "form":
         try:
             fields = json.loads(text)
@@ -217,6 +297,7 @@ def _encode(text: str, fmt: str) -> bytes:
             raise RenderError(f"a form template must render a JSON object: {exc}") from None
         if not isinstance(fields, dict):
             raise RenderError("a form template must render a JSON object")
+        fields.update(extra or {})
         pairs = [(k, "" if v is None else json.dumps(v) if isinstance(v, (dict, list, bool)) else v)
                  for k, v in fields.items()]
         return urllib.parse.urlencode(pairs, doseq=False).encode()

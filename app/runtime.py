@@ -40,6 +40,12 @@ class Runtime:
         return Queue(self.settings.queue_name, connection=self.rq_connection)
 
     @cached_property
+    def secrets(self):
+        from .secrets import SecretBox
+
+        return SecretBox(self.settings.secret_key)
+
+    @cached_property
     def router(self):
         from .routing import Router
 

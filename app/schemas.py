@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import base64
 import datetime as dt
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from .filters import validate_condition
 
@@ -35,7 +36,8 @@ CATEGORIES = (
     "subscription",
     "webhook",
 )
-SOURCE_KINDS = ("generic",)
+SOURCE_KINDS = ("generic", "webengage", "xtremepush", "crossengage", "bloomreach")
+SIGNATURE_TYPES = ("hmac_sha256", "standard_webhooks")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 FORMATS = ("json", "xml", "text", "form")
 PAYLOAD_STYLES = ("canonical", "webengage", "xtremepush")
@@ -52,9 +54,36 @@ _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 _FIELD_PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
+class SignatureSchema(Schema):
+    """A signature every request of the source must carry, besides (or instead of) its key."""
+
+    type = fields.String(required=True, validate=validate.OneOf(SIGNATURE_TYPES))
+    secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(16, 512))
+    header = fields.String(load_default="X-Hookgate-Signature", validate=validate.Regexp(_HEADER_NAME))
+    timestamp_header = fields.String(load_default="X-Hookgate-Timestamp", validate=validate.Regexp(_HEADER_NAME))
+
+    @validates_schema
+    def _secret_fits(self, data: dict[str, Any], **kwargs: Any) -> None:
+        secret = data.get("secret")
+        if secret and data["type"] == "standard_webhooks":
+            try:
+                if not secret.startswith("whsec_") or len(base64.b64decode(secret[6:], validate=True)) < 24:
+                    raise ValueError
+            except ValueError:
+                raise ValidationError("A Standard Webhooks secret is whsec_ and base64 of 24–64 bytes.", "secret")
+
+
 class SourceSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     kind = fields.String(load_default="generic", validate=validate.OneOf(SOURCE_KINDS))
+    key_required = fields.Boolean(load_default=True)
+    signature = fields.Nested(SignatureSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _authenticated(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data.get("key_required", True) and not data.get("signature"):
+            raise ValidationError("A source that does not require its key must require a signature.",
+                                  "key_required")
 
 
 class DestinationSchema(Schema):

@@ -1,4 +1,4 @@
-"""Sources: who sends events in, and the ingest keys they authenticate with."""
+"""Sources: who sends events in, their ingest keys, and the signatures their requests must carry."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import redis
 
 from .errors import NotFound
+from .secrets import SecretBox
+from .signatures import new_hmac_secret, new_whsec
 from .store import bump_config, keys, new_id, now_ms
 
-__all__ = ["SourceStore", "hash_key"]
+__all__ = ["SourceStore", "hash_key", "public"]
 
 KEY_PREFIX = "hgk_"
 
@@ -22,31 +24,56 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _hint(secret: str) -> str:
+    return secret[:8] + "…"
+
+
 def public(source: dict[str, Any]) -> dict[str, Any]:
-    """What the API shows of a source: never the key or its hash."""
-    return {k: v for k, v in source.items() if k != "key_hashes"}
+    """What the API shows of a source: never a key, a hash or a secret."""
+    shown = {k: v for k, v in source.items() if k != "key_hashes"}
+    if source.get("signature"):
+        shown["signature"] = {k: v for k, v in source["signature"].items() if k != "secrets"}
+    return shown
 
 
 class SourceStore:
-    def __init__(self, db: redis.Redis):
+    def __init__(self, db: redis.Redis, box: SecretBox | None = None):
         self.db = db
+        self.box = box
 
-    def create(self, name: str, kind: str) -> tuple[dict[str, Any], str]:
-        """Returns the source and its ingest key; only the key's hash is stored."""
+    def create(self, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Returns the source and what is shown once: its ingest key, and a signing secret if any."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
+        shown_once = {"key": key}
         source = {
             "id": new_id("src"),
-            "name": name,
-            "kind": kind,
-            "key_hint": key[:8] + "…",
+            "name": fields["name"],
+            "kind": fields["kind"],
+            "key_required": fields.get("key_required", True),
+            "key_hint": _hint(key),
             "key_hashes": [hash_key(key)],
+            "signature": None,
             "created_at": now_ms(),
         }
+        signature = fields.get("signature")
+        if signature:
+            secret = signature.get("secret") or (
+                new_whsec() if signature["type"] == "standard_webhooks" else new_hmac_secret())
+            assert self.box is not None
+            source["signature"] = {
+                "type": signature["type"],
+                "secret_hint": _hint(secret),
+                "secrets": [self.box.encrypt(secret)],
+                **({"header": signature["header"], "timestamp_header": signature["timestamp_header"]}
+                   if signature["type"] == "hmac_sha256" else {}),
+            }
+            if not signature.get("secret"):
+                shown_once["signing_secret"] = secret
         with self.db.pipeline() as pipe:
             pipe.hset(keys.sources, source["id"], json.dumps(source))
             bump_config(pipe)
             pipe.execute()
-        return source, key
+        return source, shown_once
 
     def get(self, source_id: str) -> dict[str, Any]:
         raw = self.db.hget(keys.sources, source_id)
@@ -64,6 +91,10 @@ class SourceStore:
             removed, _ = pipe.execute()
         if not removed:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})
+
+    def signing_secrets(self, source: dict[str, Any]) -> list[str]:
+        assert self.box is not None
+        return [self.box.decrypt(token) for token in source["signature"]["secrets"]]
 
     @staticmethod
     def key_matches(source: dict[str, Any], key: str) -> bool:

@@ -79,5 +79,17 @@ class keys:
         return f"{PREFIX}dest:{destination_id}:pending"
 
     @staticmethod
+    def idempotency(source_id: str, external_id: str) -> str:  # string: event id (TTL: event retention)
+        return f"{PREFIX}idem:{source_id}:{external_id}"
+
+    @staticmethod
+    def idempotent_request(source_id: str, key: str) -> str:  # string: the answer given (TTL: retention)
+        return f"{PREFIX}idemreq:{source_id}:{key}"
+
+    @staticmethod
+    def seen_signature(source_id: str, value: str) -> str:  # string: set while a signature is fresh (replays)
+        return f"{PREFIX}seen:{source_id}:{value}"
+
+    @staticmethod
     def wake(destination_id: str) -> str:  # string: set while a drain job is queued or running
         return f"{PREFIX}dest:{destination_id}:wake"

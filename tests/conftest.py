@@ -48,6 +48,7 @@ def settings(redis_url, db) -> Settings:
     return Settings(
         redis_url=redis_url,
         admin_token=ADMIN_TOKEN,
+        secret_key="test-secret-key-0123456789-abcdefghijklmnop",
         allowed_networks=parse_networks("127.0.0.0/8,::1/128"),
         lease_s=30.0,
         drain_budget_s=5.0,

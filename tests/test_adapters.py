@@ -23,7 +23,7 @@ from app.events import MAX_EVENTS_PER_REQUEST, canonical_event
 from app.schemas import EventSchema
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
-REFERENCE = Path("/work/shared/reference/seeds")
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seeds"  # shared/ sits beside the repo
 UTC = dt.timezone.utc
 PARSERS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "webengage": webengage.parse,

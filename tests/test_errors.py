@@ -104,9 +104,11 @@ def test_invalid_events_are_422_by_item(client, make_source):
     headers = {"X-Hookgate-Key": key}
     error = assert_error(client.post(url, json={"data": {}}, headers=headers), 422)
     assert "name" in error["details"]
-    error = assert_error(client.post(url, json=[{"name": "ok"}, {"name": 5}, "nope", {"name": "x", "time": "noon"}],
-                                     headers=headers), 422)
+    error = assert_error(client.post(url + "?atomic=true", json=[{"name": "ok"}, {"name": 5}, "nope",
+                                                             {"name": "x", "time": "noon"}], headers=headers), 422)
     assert set(error["details"]) == {"1", "2", "3"}
+    error = assert_error(client.post(url, json=[{"name": 5}, "nope"], headers=headers), 422)
+    assert set(error["details"]) == {"0", "1"}
     assert_error(client.post(url, json=[], headers=headers), 422)
     assert_error(client.post(url, json=[{"name": "x"}] * 1001, headers=headers), 422)
     assert_error(client.post(url, json="just a string", headers=headers), 422)

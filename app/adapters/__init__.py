@@ -1,22 +1,65 @@
 """Source adapters: each source kind's request body → canonical event fields.
 
-An adapter is a module with ``parse(payload) -> list[dict]`` that raises ``ValidationError`` with
-per-item details; adding a kind is adding a module and a line to ``ADAPTERS``.
+An adapter is a module with ``parse(payload) -> list[dict]`` (and ``parse_xml(root)`` where the
+platform sends XML) that raises ``ValidationError`` with details keyed by item index; adding a kind
+is adding a module and a line to ``ADAPTERS``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from types import ModuleType
+from typing import Any
 
+from ..errors import UnsupportedMediaType, ValidationError
 from ..events import MAX_EVENTS_PER_REQUEST
-from . import generic
+from . import bloomreach, crossengage, generic, webengage, xtremepush
+from . import xml as xml_body
 
-__all__ = ["ADAPTERS", "MAX_EVENTS_PER_REQUEST", "parse"]
+__all__ = ["ADAPTERS", "MAX_EVENTS_PER_REQUEST", "accepts_xml", "parse", "parse_each", "parse_xml"]
 
-ADAPTERS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
-    "generic": generic.parse,
+ADAPTERS: dict[str, ModuleType] = {
+    "generic": generic,
+    "webengage": webengage,
+    "xtremepush": xtremepush,
+    "crossengage": crossengage,
+    "bloomreach": bloomreach,
 }
 
 
 def parse(kind: str, payload: Any) -> list[dict[str, Any]]:
-    return ADAPTERS[kind](payload)
+    return ADAPTERS[kind].parse(payload)
+
+
+def accepts_xml(kind: str) -> bool:
+    return hasattr(ADAPTERS[kind], "parse_xml")
+
+
+def parse_xml(kind: str, body: bytes) -> list[dict[str, Any]]:
+    if not accepts_xml(kind):
+        raise UnsupportedMediaType(f"a {kind} source takes JSON only", {"kind": kind})
+    return ADAPTERS[kind].parse_xml(xml_body.parse(body))
+
+
+def parse_each(kind: str, payload: Any) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, Any]]:
+    """A JSON list item by item, so one bad item does not reject the others.
+
+    Returns ``([(index, fields), …], {index: errors})``. An item may yield several events (a
+    platform's batch item), each keeping the index of the item it came from.
+    """
+    if not isinstance(payload, list):
+        return [(0, fields) for fields in parse(kind, payload)], {}
+    if not payload:
+        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
+    if len(payload) > MAX_EVENTS_PER_REQUEST:
+        raise ValidationError(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            {"_body": [f"Got {len(payload)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
+        )
+    good: list[tuple[int, dict[str, Any]]] = []
+    errors: dict[str, Any] = {}
+    for index, item in enumerate(payload):
+        try:
+            good += [(index, fields) for fields in parse(kind, item)]
+        except ValidationError as exc:
+            errors[str(index)] = exc.details
+    return good, errors

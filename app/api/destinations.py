@@ -21,7 +21,8 @@ def _store() -> DestinationStore:
 def _show(destination: dict) -> dict:
     """The destination as stored, plus the body template actually used when none was given."""
     shown = dict(destination)
-    shown["template_in_use"] = destination.get("template") or default_template(destination["format"])
+    shown["template_in_use"] = destination.get("template") or default_template(
+        destination["format"], destination.get("payload_style") or "canonical")
     return shown
 
 

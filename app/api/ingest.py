@@ -1,22 +1,30 @@
-"""``POST /v1/sources/<id>/events``: authenticate, parse, validate, store, then acknowledge."""
+"""``POST /v1/sources/<id>/events``: authenticate, parse, validate, store, then acknowledge.
+
+Nothing is acknowledged before Redis has it: the 202 comes after the transaction that stores the
+events and their deliveries. A JSON list is taken item by item (``?atomic=true``: all or nothing).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
+import json
 
-import redis
 from flask import Blueprint, request
 
-from ..adapters import parse
-from ..delivery.queue import store_events, wake
-from ..errors import Unauthorized
+from .. import adapters
+from ..adapters._common import loads_lenient
+from ..errors import Conflict, InvalidJSON, UnsupportedMediaType, Unauthorized, ValidationError
 from ..events import canonical_event
+from ..intake import Intake
+from ..signatures import verify_hmac, verify_standard
 from ..sources import SourceStore
+from ..store import keys
 from . import read_json, runtime
 
 bp = Blueprint("ingest", __name__)
-log = logging.getLogger(__name__)
+
+IN_PROGRESS = "…"
+XML_TYPES = ("application/xml", "text/xml")
 
 
 def _ingest_key() -> str:
@@ -27,23 +35,94 @@ def _ingest_key() -> str:
     return key
 
 
+def _authenticate(store: SourceStore, source: dict) -> None:
+    if source.get("key_required", True):
+        key = _ingest_key()
+        if not key:
+            raise Unauthorized("send the source's ingest key in the X-Hookgate-Key header")
+        if not SourceStore.key_matches(source, key):
+            raise Unauthorized("the ingest key is not valid for this source")
+    signature = source.get("signature")
+    if not signature:
+        return
+    rt = runtime()
+    tolerance = rt.settings.signature_tolerance_s
+    body = request.get_data(cache=True)
+
+    def seen(value: str) -> bool:
+        return bool(rt.db.set(keys.seen_signature(source["id"], value), 1, nx=True, ex=int(tolerance * 2) + 1))
+
+    secrets = store.signing_secrets(source)
+    if signature["type"] == "standard_webhooks":
+        verify_standard(secrets, request.headers, body, tolerance_s=tolerance, seen=seen)
+    else:
+        verify_hmac(secrets, request.headers, body, signature_header=signature["header"],
+                    timestamp_header=signature["timestamp_header"], tolerance_s=tolerance, seen=seen)
+
+
+def _payload(kind: str):
+    """The parsed body: JSON for every kind, XML where the platform sends XML."""
+    if (request.mimetype or "") in XML_TYPES:
+        if not adapters.accepts_xml(kind):
+            raise UnsupportedMediaType(f"a {kind} source takes JSON only", {"content_type": request.content_type})
+        return None, adapters.parse_xml(kind, request.get_data(cache=True))
+    try:
+        return read_json(), None
+    except InvalidJSON:
+        if kind != "webengage":
+            raise
+        # WebEngage's own examples carry // comments; take them as documented.
+        try:
+            return loads_lenient(request.get_data(cache=True)), None
+        except ValueError:
+            raise InvalidJSON("the body is not valid JSON") from None
+
+
 @bp.post("/v1/sources/<source_id>/events")
 def ingest(source_id: str):
     rt = runtime()
-    source = SourceStore(rt.db).get(source_id)
-    key = _ingest_key()
-    if not key:
-        raise Unauthorized("send the source's ingest key in the X-Hookgate-Key header")
-    if not SourceStore.key_matches(source, key):
-        raise Unauthorized("the ingest key is not valid for this source")
-    payload = read_json()
-    received_at = dt.datetime.now(dt.timezone.utc)
-    events = [canonical_event(source_id, fields, received_at=received_at) for fields in parse(source["kind"], payload)]
-    index = rt.router.index()
-    routed = [(event, index.match(event)) for event in events]
-    destination_ids = store_events(rt.db, routed, rt.settings.event_retention_s)
+    store = SourceStore(rt.db, rt.secrets)
+    source = store.get(source_id)
+    _authenticate(store, source)
+    request.get_data(cache=True)  # 413 before any work past the limit
+
+    idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
+    request_key = keys.idempotent_request(source_id, idempotency_key[:200]) if idempotency_key else None
+    if request_key is not None and not rt.db.set(request_key, IN_PROGRESS, nx=True, ex=60):
+        previous = rt.db.get(request_key)
+        if previous in (None, IN_PROGRESS):
+            raise Conflict("a request with this Idempotency-Key is still being processed; retry",
+                           {"idempotency_key": idempotency_key})
+        return json.loads(previous), 202, {"Idempotent-Replayed": "true"}
     try:
-        wake(rt.db, rt.queue, destination_ids, rt.settings)
-    except redis.RedisError as exc:  # stored already: the ticker wakes them; do not fail an accepted request
-        log.warning("could not wake drain jobs (the ticker will): %s", exc)
-    return {"accepted": len(events), "ids": [event["id"] for event in events]}, 202
+        body = _accept(rt, source)
+    except Exception:
+        if request_key is not None:
+            rt.db.delete(request_key)
+        raise
+    if request_key is not None:
+        rt.db.set(request_key, json.dumps(body), ex=int(rt.settings.event_retention_s))
+    return body, 202
+
+
+def _accept(rt, source: dict) -> dict:
+    kind = source["kind"]
+    payload, from_xml = _payload(kind)
+    atomic = request.args.get("atomic", "").lower() in ("1", "true", "yes")
+    if from_xml is not None:
+        parsed, errors = [(0, fields) for fields in from_xml], {}
+    elif atomic or not isinstance(payload, list):
+        parsed, errors = list(enumerate(adapters.parse(kind, payload))), {}
+    else:
+        parsed, errors = adapters.parse_each(kind, payload)
+        if errors and not parsed:
+            raise ValidationError(f"none of the {len(payload)} events is valid", errors)
+    received_at = dt.datetime.now(dt.timezone.utc)
+    events = [(index, canonical_event(source["id"], fields, received_at=received_at)) for index, fields in parsed]
+    outcome = Intake(rt).accept(source["id"], events)
+    for index, details in errors.items():
+        outcome.results.append({"index": int(index), "status": "rejected", "errors": details})
+    outcome.results.sort(key=lambda r: r["index"])
+    if not isinstance(payload, list) and outcome.results and outcome.results[0]["status"] == "conflict":
+        raise Conflict("an event with this id is still being stored; retry", {"id": parsed[0][1].get("id")})
+    return outcome.body()

@@ -16,8 +16,8 @@ _schema = SourceSchema()
 @bp.post("")
 def create():
     fields = load(_schema, read_json())
-    source, key = SourceStore(runtime().db).create(fields["name"], fields["kind"])
-    return {**public(source), "key": key}, 201
+    source, shown_once = SourceStore(runtime().db, runtime().secrets).create(fields)
+    return {**public(source), **shown_once}, 201
 
 
 @bp.get("")

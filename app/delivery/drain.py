@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import runtime
 from ..destinations import DestinationStore
-from ..rendering import RenderError, render_body
+from ..rendering import RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
 from .http import Response
@@ -120,11 +120,8 @@ class Drainer:
         method = destination["method"]
         url = destination["url"]
         try:
-            rendered = render_body(
-                destination.get("template"), destination["format"],
-                {"event": event, "destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")}},
-                max_bytes=self.settings.template_max_bytes, timeout_s=self.settings.template_timeout_s,
-            )
+            rendered = render_delivery(destination, event, max_bytes=self.settings.template_max_bytes,
+                                       timeout_s=self.settings.template_timeout_s)
         except RenderError as exc:
             response = Response(None, error=f"render: {exc}", error_kind="invalid")
         else:
