@@ -7,9 +7,9 @@ from typing import Any
 
 import redis
 
-from .errors import NotFound
+from .errors import NotFound, ValidationError
 from .rendering import validate_template
-from .store import bump_config, keys, new_id, now_ms
+from .store import PREFIX, bump_config, keys, new_id, now_ms
 
 __all__ = ["DestinationStore"]
 
@@ -19,10 +19,10 @@ class DestinationStore:
         self.db = db
 
     def create(self, fields: dict[str, Any]) -> dict[str, Any]:
-        if fields.get("template") is not None:
-            validate_template(fields["template"])
+        destination_id = new_id("dst")
+        self._check(destination_id, fields)
         stamp = now_ms()
-        destination = {"id": new_id("dst"), **fields, "created_at": stamp, "updated_at": stamp}
+        destination = {"id": destination_id, **fields, "created_at": stamp, "updated_at": stamp}
         self._save(destination)
         return destination
 
@@ -41,8 +41,7 @@ class DestinationStore:
 
     def update(self, destination_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         destination = self.get(destination_id)
-        if changes.get("template") is not None:
-            validate_template(changes["template"])
+        self._check(destination_id, changes)
         was_enabled = destination.get("enabled", True)
         destination.update(changes, updated_at=now_ms())
         self._save(destination)
@@ -50,6 +49,25 @@ class DestinationStore:
             # Deliveries that waited while it was disabled are due now.
             self.db.zadd(keys.due, {destination_id: now_ms()}, lt=True)
         return destination
+
+    def _check(self, destination_id: str, fields: dict[str, Any]) -> None:
+        """What a schema cannot see: templates compile, and referenced records exist."""
+        for name, source in (("template", fields.get("template")),
+                             ("batch.item_template", (fields.get("batch") or {}).get("item_template")),
+                             ("batch.root_template", (fields.get("batch") or {}).get("root_template"))):
+            if source is not None:
+                validate_template(source, field=name)
+        problems: dict[str, list[str]] = {}
+        policy_id = fields.get("policy_id")
+        if policy_id and not self.db.hexists(PREFIX + "policies", policy_id):
+            problems["policy_id"] = [f"No policy {policy_id!r}."]
+        fallback = fields.get("fail_destination_id")
+        if fallback == destination_id:
+            problems["fail_destination_id"] = ["A destination cannot be its own fail branch."]
+        elif fallback and not self.db.hexists(keys.destinations, fallback):
+            problems["fail_destination_id"] = [f"No destination {fallback!r}."]
+        if problems:
+            raise ValidationError("invalid references: " + ", ".join(problems), problems)
 
     def delete(self, destination_id: str) -> None:
         with self.db.pipeline() as pipe:

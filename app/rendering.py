@@ -198,14 +198,14 @@ ENV = _make_env(ChainableUndefined)
 JSON_ENV = _make_env(JSONUndefined)
 
 
-def validate_template(source: str) -> None:
-    """Compile ``source``; a syntax error is a 422 naming the line."""
+def validate_template(source: str, field: str = "template") -> None:
+    """Compile ``source``; a syntax error is a 422 naming the field and the line."""
     try:
         compile_template(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(
-            f"template does not compile: line {exc.lineno}: {exc.message}",
-            {"template": {"line": exc.lineno, "message": exc.message}},
+            f"{field} does not compile: line {exc.lineno}: {exc.message}",
+            {field: {"line": exc.lineno, "message": exc.message}},
         ) from None
 
 

@@ -86,6 +86,33 @@ class SourceSchema(Schema):
                                   "key_required")
 
 
+class BatchSchema(Schema):
+    """Many events → one request: an item template per event, a root template around the items."""
+
+    size = fields.Integer(required=True, validate=validate.Range(1, 1000))
+    max_wait_s = fields.Float(load_default=5.0, validate=validate.Range(0, 3600))
+    item_template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+    root_template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+
+
+class BreakerSchema(Schema):
+    """When a failing destination is disabled (defaults: like Svix's and Convoy's)."""
+
+    enabled = fields.Boolean(load_default=True)
+    failure_rate = fields.Float(load_default=0.7, validate=validate.Range(0.01, 1))
+    min_attempts = fields.Integer(load_default=20, validate=validate.Range(1, 100000))
+    window_s = fields.Float(load_default=300.0, validate=validate.Range(10, 86400))
+    failing_for_s = fields.Float(load_default=86400.0, validate=validate.Range(60, 30 * 86400))
+
+
+class NotifySchema(Schema):
+    """Who hears about a disabled destination, repeated every ``interval_s`` until it is enabled."""
+
+    url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
+    email = fields.Email(load_default=None, allow_none=True)
+    interval_s = fields.Float(load_default=3600.0, validate=validate.Range(60, 7 * 86400))
+
+
 class DestinationSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
@@ -110,6 +137,11 @@ class DestinationSchema(Schema):
     payload_style = fields.String(load_default="canonical", validate=validate.OneOf(PAYLOAD_STYLES))
     extra_properties = fields.Dict(keys=fields.String(validate=validate.Length(1, 100)), load_default=None,
                                    allow_none=True, validate=validate.Length(max=50))
+    policy_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    fail_destination_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    batch = fields.Nested(BatchSchema, load_default=None, allow_none=True)
+    circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
+    notify = fields.Nested(NotifySchema, load_default=None, allow_none=True)
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
     timeout_s = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))

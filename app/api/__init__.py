@@ -70,7 +70,7 @@ def require_admin() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from . import deliveries, destinations, ingest, sources, system
+    from . import deliveries, destinations, ingest, policies, replays, sources, system
 
-    for module in (system, ingest, sources, destinations, deliveries):
+    for module in (system, ingest, sources, destinations, deliveries, policies, replays):
         app.register_blueprint(module.bp)

@@ -1,0 +1,114 @@
+"""Replaying deliveries: one at once, or many as a background job whose progress can be read.
+
+A replayed delivery goes back to ``pending`` and is due now; its attempt log goes on (attempt
+numbers keep counting) and every copy carries the same ``webhook-id``. Bulk replay selects a
+destination's deliveries by status within a since–until window (creation time) and runs as an RQ
+job, writing its progress to ``hookgate:replay:<id>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import redis
+
+from . import runtime
+from .errors import Conflict, NotFound
+from .store import PREFIX, keys, new_id, now_ms
+
+__all__ = ["replay_delivery", "start_bulk_replay", "read_replay", "run_bulk_replay"]
+
+REPLAY_TTL = 7 * 86400
+BATCH = 200
+
+
+def _replay_key(replay_id: str) -> str:
+    return f"{PREFIX}replay:{replay_id}"
+
+
+def _requeue(pipe, delivery: dict[str, str], due: int) -> None:
+    delivery_id, did, created = delivery["id"], delivery["destination_id"], int(delivery["created_at"])
+    pipe.hset(keys.delivery(delivery_id), mapping={"status": "pending", "next_attempt_at": due, "updated_at": due})
+    pipe.zrem(keys.status(delivery["status"]), delivery_id)
+    pipe.zadd(keys.status("pending"), {delivery_id: created})
+    pipe.zadd(keys.pending(did), {delivery_id: due})
+    pipe.zadd(keys.due, {did: due}, lt=True)
+
+
+def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
+    from .delivery.queue import wake
+
+    delivery = rt.db.hgetall(keys.delivery(delivery_id))
+    if not delivery:
+        raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
+    if delivery["status"] == "pending":
+        raise Conflict("the delivery is already pending", {"id": delivery_id})
+    if not rt.db.exists(keys.event(delivery["event_id"])):
+        raise Conflict("its event has expired and cannot be sent again", {"event_id": delivery["event_id"]})
+    with rt.db.pipeline(transaction=True) as pipe:
+        _requeue(pipe, delivery, now_ms())
+        pipe.execute()
+    wake(rt.db, rt.queue, [delivery["destination_id"]], rt.settings)
+    return {"id": delivery_id, "status": "pending"}
+
+
+def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, since: dt.datetime | None,
+                      until: dt.datetime | None) -> dict[str, Any]:
+    replay = {
+        "id": new_id("rpl"),
+        "destination_id": destination_id,
+        "status": status,
+        "since": int(since.timestamp() * 1000) if since else 0,
+        "until": int(until.timestamp() * 1000) if until else now_ms(),
+        "state": "queued",
+        "scanned": 0,
+        "replayed": 0,
+        "created_at": now_ms(),
+    }
+    rt.db.hset(_replay_key(replay["id"]), mapping=replay)
+    rt.db.expire(_replay_key(replay["id"]), REPLAY_TTL)
+    rt.queue.enqueue_call(run_bulk_replay, args=(replay["id"],), timeout=3600, result_ttl=0,
+                          description=f"replay {destination_id} {status}")
+    return read_replay(rt.db, replay["id"])
+
+
+def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
+    raw = db.hgetall(_replay_key(replay_id))
+    if not raw:
+        raise NotFound(f"no replay {replay_id!r}", {"id": replay_id})
+    return {k: (int(v) if k in ("since", "until", "scanned", "replayed", "created_at", "finished_at") else v)
+            for k, v in raw.items()}
+
+
+def run_bulk_replay(replay_id: str) -> dict[str, Any]:
+    """RQ job: requeue the selected deliveries in batches, recording progress as it goes."""
+    from .delivery.queue import wake
+
+    rt = runtime.current()
+    db = rt.db
+    replay = read_replay(db, replay_id)
+    key = _replay_key(replay_id)
+    db.hset(key, "state", "running")
+    index = keys.destination_deliveries(replay["destination_id"])
+    start = 0
+    while True:
+        ids = db.zrangebyscore(index, replay["since"], replay["until"], start=start, num=BATCH)
+        if not ids:
+            break
+        start += len(ids)
+        with db.pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.hgetall(keys.delivery(delivery_id))
+            deliveries = [d for d in pipe.execute() if d and d["status"] == replay["status"]]
+        due = now_ms()
+        with db.pipeline(transaction=True) as pipe:
+            for delivery in deliveries:
+                _requeue(pipe, delivery, due)
+            pipe.hincrby(key, "scanned", len(ids))
+            pipe.hincrby(key, "replayed", len(deliveries))
+            pipe.execute()
+        if deliveries:
+            wake(db, rt.queue, [replay["destination_id"]], rt.settings)
+    db.hset(key, mapping={"state": "done", "finished_at": now_ms()})
+    return read_replay(db, replay_id)

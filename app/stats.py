@@ -1,0 +1,62 @@
+"""Per-destination delivery statistics: counts by outcome in minute and hour buckets.
+
+Each outcome adds one to ``hookgate:stats:<destination>:m:<minute>`` and ``…:h:<hour>`` (hashes of
+outcome → count), written in the same transaction as the outcome itself. Minute buckets are kept 2
+hours and hour buckets 8 days, so reading the last hour or the last week is a handful of HMGETs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from .store import PREFIX
+
+__all__ = ["OUTCOMES", "count", "read"]
+
+OUTCOMES = ("delivered", "error", "bounced", "failed", "skipped")
+MINUTE_TTL = 2 * 3600
+HOUR_TTL = 8 * 86400
+
+
+def _key(destination_id: str, unit: str, bucket: int) -> str:
+    return f"{PREFIX}stats:{destination_id}:{unit}:{bucket}"
+
+
+def count(pipe, destination_id: str, outcome: str, at: float | None = None) -> None:
+    """Add one ``outcome`` to the destination's buckets (inside the caller's pipeline)."""
+    at = time.time() if at is None else at
+    minute, hour = int(at // 60), int(at // 3600)
+    pipe.hincrby(_key(destination_id, "m", minute), outcome, 1)
+    pipe.expire(_key(destination_id, "m", minute), MINUTE_TTL)
+    pipe.hincrby(_key(destination_id, "h", hour), outcome, 1)
+    pipe.expire(_key(destination_id, "h", hour), HOUR_TTL)
+
+
+def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int = 24) -> dict[str, Any]:
+    """The last ``minutes`` minute buckets and ``hours`` hour buckets, oldest first, with totals."""
+    now = time.time()
+    minute_ids = [int(now // 60) - n for n in range(minutes - 1, -1, -1)]
+    hour_ids = [int(now // 3600) - n for n in range(hours - 1, -1, -1)]
+    with db.pipeline(transaction=False) as pipe:
+        for bucket in minute_ids:
+            pipe.hmget(_key(destination_id, "m", bucket), OUTCOMES)
+        for bucket in hour_ids:
+            pipe.hmget(_key(destination_id, "h", bucket), OUTCOMES)
+        rows = pipe.execute()
+
+    def shape(buckets: list[int], values: list[list[str | None]], seconds: int) -> list[dict[str, Any]]:
+        return [{"start": bucket * seconds, **{o: int(v or 0) for o, v in zip(OUTCOMES, counts)}}
+                for bucket, counts in zip(buckets, values)]
+
+    per_minute = shape(minute_ids, rows[:minutes], 60)
+    per_hour = shape(hour_ids, rows[minutes:], 3600)
+    return {
+        "destination_id": destination_id,
+        "last_hour": {o: sum(b[o] for b in per_minute) for o in OUTCOMES},
+        "last_day": {o: sum(b[o] for b in per_hour) for o in OUTCOMES},
+        "per_minute": per_minute,
+        "per_hour": per_hour,
+    }
