@@ -56,6 +56,8 @@ class Settings:
     template_timeout_s: float = 1.0
     log_level: str = "INFO"
     signature_tolerance_s: float = 300.0
+    smtp_url: str | None = None
+    smtp_from: str = "hookgate@localhost"
 
     # name of the field → (environment variable, parser)
     ENV = {
@@ -75,6 +77,8 @@ class Settings:
         "template_timeout_s": ("HOOKGATE_TEMPLATE_TIMEOUT", parse_duration),
         "log_level": ("HOOKGATE_LOG_LEVEL", str),
         "signature_tolerance_s": ("HOOKGATE_SIGNATURE_TOLERANCE", parse_duration),
+        "smtp_url": ("HOOKGATE_SMTP_URL", str),
+        "smtp_from": ("HOOKGATE_SMTP_FROM", str),
     }
 
     @classmethod

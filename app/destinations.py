@@ -46,8 +46,15 @@ class DestinationStore:
         destination.update(changes, updated_at=now_ms())
         self._save(destination)
         if destination.get("enabled", True) and not was_enabled:
-            # Deliveries that waited while it was disabled are due now.
-            self.db.zadd(keys.due, {destination_id: now_ms()}, lt=True)
+            # Deliveries that waited while it was disabled are due now; the breaker starts afresh.
+            for field in ("disabled_reason", "disabled_detail", "disabled_at"):
+                destination.pop(field, None)
+            self._save(destination)
+            with self.db.pipeline() as pipe:
+                pipe.zadd(keys.due, {destination_id: now_ms()}, lt=True)
+                pipe.zrem(PREFIX + "notify", destination_id)
+                pipe.delete(f"{PREFIX}dest:{destination_id}:failing_since")
+                pipe.execute()
         return destination
 
     def _check(self, destination_id: str, fields: dict[str, Any]) -> None:

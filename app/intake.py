@@ -54,7 +54,8 @@ class Intake:
         self.db: redis.Redis = rt.db
         self.retention = int(rt.settings.event_retention_s)
 
-    def accept(self, source_id: str, events: list[tuple[int, dict[str, Any]]]) -> Outcome:
+    def accept(self, source_id: str, events: list[tuple[int, dict[str, Any]]], *,
+               from_request: bool = False) -> Outcome:
         """Store each new event and its deliveries in one transaction; report every event's fate."""
         outcome = Outcome()
         fresh: list[tuple[int, dict[str, Any], str | None]] = []
@@ -85,7 +86,7 @@ class Intake:
             outcome.results.append({"index": index, "status": "accepted", "id": event["id"]})
         if fresh:
             try:
-                woken = self._store(source_id, [event for _, event, _ in fresh])
+                woken = self._store(source_id, [event for _, event, _ in fresh], from_request=from_request)
             except redis.RedisError:
                 if reserved:
                     self.db.delete(*reserved)
@@ -93,6 +94,11 @@ class Intake:
             self._wake(woken)
         outcome.results.sort(key=lambda r: r["index"])
         return outcome
+
+    def deliver_to(self, event: dict[str, Any], destinations: list[dict[str, Any]]) -> None:
+        """New pending deliveries of a stored event to these destinations (the fail branch)."""
+        woken = self._store("hookgate", [event], destinations=destinations, store_event=False)
+        self._wake(woken)
 
     def _originals(self, source_id: str, events: list[dict[str, Any]]) -> dict[str, str]:
         """For ids already claimed: the original event id, when that event is really stored."""
@@ -108,19 +114,21 @@ class Intake:
             stored = pipe.execute()
         return {e["external_id"]: original for e, original, ok in zip(events, ids, stored) if original and ok}
 
-    def _store(self, source_id: str, events: list[dict[str, Any]]) -> list[str]:
-        index = self.rt.router.index()
+    def _store(self, source_id: str, events: list[dict[str, Any]], destinations: list[dict[str, Any]] | None = None,
+               store_event: bool = True, from_request: bool = False) -> list[str]:
+        index = self.rt.router.cached_index() if from_request else self.rt.router.index()
         created = now_ms()
         ttl = self.retention
         woken: dict[str, None] = {}
         with self.db.pipeline(transaction=True) as pipe:
             for event in events:
                 event_id = event["id"]
-                pipe.set(keys.event(event_id), json.dumps(event, separators=(",", ":")), ex=ttl)
-                if event.get("external_id"):
+                if store_event:
+                    pipe.set(keys.event(event_id), json.dumps(event, separators=(",", ":")), ex=ttl)
+                if store_event and event.get("external_id"):
                     pipe.set(keys.idempotency(source_id, event["external_id"]), event_id, ex=ttl)
-                destinations = index.match(event)
-                for destination in destinations:
+                matched = index.match(event) if destinations is None else destinations
+                for destination in matched:
                     did = destination["id"]
                     delivery_id = new_id("dlv")
                     missing = missing_required(destination, event)
@@ -139,7 +147,7 @@ class Intake:
                     if not missing:
                         pipe.zadd(keys.pending(did), {delivery_id: created})
                         woken[did] = None
-                if destinations:
+                if matched:
                     pipe.expire(keys.event_deliveries(event_id), ttl)
             for did in woken:
                 pipe.zadd(keys.due, {did: created}, lt=True)

@@ -266,6 +266,8 @@ def render_delivery(destination: dict[str, Any], event: dict[str, Any], *, max_b
         "system": event.get("system") or {},
         "destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
         "extra": destination.get("extra_properties") or {},
+        # a follow-up to an outcome event: {{ webhook.json.id }}, {{ webhook.status_code }}
+        "webhook": (event.get("data") or {}) if event.get("category") == "webhook" else {},
         "xml_root": XML_ROOTS.get(event.get("category", ""), "event"),
     }
     return render_body(source, fmt, context, max_bytes=max_bytes, timeout_s=timeout_s)

@@ -81,25 +81,45 @@ class RoutingIndex:
 
 
 class Router:
-    """Keeps a ``RoutingIndex`` current: one GET of the configuration version per call."""
+    """Keeps a ``RoutingIndex`` and the sources current: one GET of the configuration version per
+    request (``refresh``), a rebuild only when it changed."""
 
     def __init__(self, db: redis.Redis):
         self.db = db
         self._lock = threading.Lock()
         self._version: str | None = None
         self._index = RoutingIndex(())
+        self._sources: dict[str, dict[str, Any]] = {}
 
-    def index(self) -> RoutingIndex:
+    def refresh(self) -> RoutingIndex:
         version = self.db.get(keys.config_version) or "0"
         if version != self._version:
             with self._lock:
                 if version != self._version:
-                    # Read the version before the data: a write racing with this rebuild bumps
+                    # Read the version before the data: a write racing with this rebuild changes
                     # the version again, so the next call rebuilds once more.
                     raw = self.db.hvals(keys.destinations)
                     self._index = RoutingIndex(json.loads(item) for item in raw)
+                    self._sources = {}
                     self._version = version
         return self._index
+
+    def index(self) -> RoutingIndex:
+        return self.refresh()
+
+    def cached_index(self) -> RoutingIndex:
+        """The index as of the last ``refresh`` (within one request: no second round trip)."""
+        return self._index
+
+    def source(self, source_id: str) -> dict[str, Any] | None:
+        """A source as of the last ``refresh``, read from Redis once per configuration version."""
+        cached = self._sources.get(source_id)
+        if cached is None:
+            raw = self.db.hget(keys.sources, source_id)
+            if raw is None:
+                return None
+            cached = self._sources[source_id] = json.loads(raw)
+        return cached
 
     def match(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         return self.index().match(event)

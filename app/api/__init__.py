@@ -70,7 +70,7 @@ def require_admin() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from . import deliveries, destinations, ingest, policies, replays, sources, system
+    from . import auth_profiles, deliveries, destinations, ingest, policies, replays, sources, system
 
-    for module in (system, ingest, sources, destinations, deliveries, policies, replays):
+    for module in (system, ingest, sources, destinations, deliveries, policies, replays, auth_profiles):
         app.register_blueprint(module.bp)

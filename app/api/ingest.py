@@ -13,7 +13,7 @@ from flask import Blueprint, request
 
 from .. import adapters
 from ..adapters._common import loads_lenient
-from ..errors import Conflict, InvalidJSON, UnsupportedMediaType, Unauthorized, ValidationError
+from ..errors import Conflict, InvalidJSON, NotFound, UnsupportedMediaType, Unauthorized, ValidationError
 from ..events import canonical_event
 from ..intake import Intake
 from ..signatures import verify_hmac, verify_standard
@@ -82,7 +82,10 @@ def _payload(kind: str):
 def ingest(source_id: str):
     rt = runtime()
     store = SourceStore(rt.db, rt.secrets)
-    source = store.get(source_id)
+    rt.router.refresh()  # the one configuration read of this request: sources and destinations
+    source = rt.router.source(source_id)
+    if source is None:
+        raise NotFound(f"no source {source_id!r}", {"id": source_id})
     _authenticate(store, source)
     request.get_data(cache=True)  # 413 before any work past the limit
 
@@ -119,7 +122,7 @@ def _accept(rt, source: dict) -> dict:
             raise ValidationError(f"none of the {len(payload)} events is valid", errors)
     received_at = dt.datetime.now(dt.timezone.utc)
     events = [(index, canonical_event(source["id"], fields, received_at=received_at)) for index, fields in parsed]
-    outcome = Intake(rt).accept(source["id"], events)
+    outcome = Intake(rt).accept(source["id"], events, from_request=True)
     for index, details in errors.items():
         outcome.results.append({"index": int(index), "status": "rejected", "errors": details})
     outcome.results.sort(key=lambda r: r["index"])

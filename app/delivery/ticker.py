@@ -1,7 +1,8 @@
 """The ticker: a thread in every worker that keeps deliveries moving when nobody posts.
 
 Each tick it returns expired leases to pending (a worker died mid-drain), wakes destinations whose
-retries came due, and about once a minute trims the delivery indexes past the retention window.
+retries came due, sends the notifications of disabled destinations that came due, and about once a
+minute trims the delivery indexes past the retention window.
 Several workers ticking at once is harmless: waking is claim-once and reclaiming is atomic.
 """
 
@@ -24,9 +25,12 @@ TRIM_EVERY_S = 60.0
 
 
 def tick(rt: Runtime) -> tuple[int, int]:
-    """One tick: (leases reclaimed, drain jobs enqueued)."""
+    """One tick: (leases reclaimed, drain jobs enqueued). Also sends notifications that came due."""
+    from ..notify import send_due
+
     reclaimed = reclaim_expired(rt.db)
     woken = wake_due(rt.db, rt.queue, rt.settings)
+    send_due(rt)
     return reclaimed, woken
 
 

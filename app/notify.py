@@ -1,0 +1,92 @@
+"""Telling people a destination was disabled: a webhook and/or an e-mail, repeated until it is enabled.
+
+The ticker calls ``send_due``: every destination in ``hookgate:notify`` whose time has come is
+notified once more (or dropped from the list once it is enabled again). E-mail goes through SMTP at
+``HOOKGATE_SMTP_URL`` (``smtp://user:password@host:587?starttls=true`` or ``smtps://…``) from
+``HOOKGATE_SMTP_FROM``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import urllib.parse
+from email.message import EmailMessage
+from typing import Any
+
+from .delivery.aftermath import NOTIFY
+from .destinations import DestinationStore
+from .runtime import Runtime
+from .store import now_ms
+
+__all__ = ["send_due", "notify_once"]
+
+log = logging.getLogger(__name__)
+
+
+def _message(destination: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "destination.disabled",
+        "destination": {k: destination.get(k) for k in ("id", "name", "url")},
+        "reason": destination.get("disabled_reason"),
+        "detail": destination.get("disabled_detail"),
+        "disabled_at": destination.get("disabled_at"),
+        "action": f"re-enable it with POST /v1/destinations/{destination['id']}/enable",
+    }
+
+
+def _send_email(rt: Runtime, to: str, message: dict[str, Any]) -> None:
+    url = rt.settings.smtp_url
+    if not url:
+        log.warning("cannot e-mail %s about destination %s: HOOKGATE_SMTP_URL is not set", to,
+                    message["destination"]["id"])
+        return
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    mail = EmailMessage()
+    mail["From"] = rt.settings.smtp_from
+    mail["To"] = to
+    mail["Subject"] = f"hookgate: destination {message['destination']['name']} was disabled"
+    mail.set_content(f"{message['detail']}\n\n{json.dumps(message, indent=2)}\n")
+    client_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+    with client_class(parts.hostname or "localhost", parts.port or (465 if parts.scheme == "smtps" else 25),
+                      timeout=10) as smtp:
+        if query.get("starttls", "").lower() in ("1", "true", "yes"):
+            smtp.starttls()
+        if parts.username:
+            smtp.login(urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+        smtp.send_message(mail)
+
+
+def notify_once(rt: Runtime, destination: dict[str, Any]) -> None:
+    notify = destination.get("notify") or {}
+    message = _message(destination)
+    if notify.get("url"):
+        body = json.dumps(message).encode()
+        response = rt.sender.send("POST", notify["url"], {"Content-Type": "application/json"}, body, 10.0)
+        if response.status_code is None or response.status_code >= 300:
+            log.warning("notification to %s failed: %s", notify["url"], response.error or response.status_code)
+    if notify.get("email"):
+        try:
+            _send_email(rt, notify["email"], message)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("notification e-mail to %s failed: %s", notify["email"], exc)
+
+
+def send_due(rt: Runtime, limit: int = 100) -> int:
+    """Notify every disabled destination whose next notification is due. Returns how many."""
+    due = rt.db.zrangebyscore(NOTIFY, "-inf", now_ms(), start=0, num=limit)
+    store = DestinationStore(rt.db)
+    sent = 0
+    for destination_id in due:
+        destination = store.find(destination_id)
+        if destination is None or destination.get("enabled", True) or not destination.get("notify"):
+            rt.db.zrem(NOTIFY, destination_id)
+            continue
+        # Claim this round first, so several tickers do not all send it.
+        interval_ms = int(float(destination["notify"].get("interval_s", 3600)) * 1000)
+        if rt.db.zadd(NOTIFY, {destination_id: now_ms() + interval_ms}, xx=True, gt=True, ch=True):
+            notify_once(rt, destination)
+            sent += 1
+    return sent

@@ -1,0 +1,263 @@
+"""Applying an auth profile to one outbound request, and probing a profile (``/test``).
+
+``apply_auth`` is what the delivery path calls after rendering and before sending. Security rules:
+
+- **Prefix first.** Credentials are added only when the profile's endpoint prefix covers the URL
+  (``auth_profiles.covers``); otherwise it raises ``DeliveryError`` and nothing is sent with them.
+- **No secrets in logs.** ``DeliveryError`` messages carry no secret. ``Prepared.url`` may carry URL
+  credentials (``url`` profiles): log ``Prepared.safe_url``. urllib3's DEBUG request lines get their
+  query strings redacted by a filter installed here.
+- **mTLS material on disk.** requests needs file names for ``cert=``: the certificate and key are
+  written to a private directory (0700, one per process, removed at exit) as 0600 files named by a
+  hash of profile id and content, written once and reused. An expired or not yet valid certificate
+  is never used (``DeliveryError``).
+- **Private CAs.** A profile's ``ca_certificate`` replaces the system trust store for its requests
+  (``Prepared.verify`` is then a file name; ``True`` otherwise).
+- **OAuth 2.0.** The token endpoint must be allowed for the URL (``oauth.token_endpoint_allowed``).
+  When the destination answers 401, call ``handle_unauthorized``: it drops the cached token and says
+  whether one retry (with a fresh ``apply_auth``) is worth it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import redis
+import requests
+
+from . import oauth
+from .auth_profiles import check_certificate_pair, covers, reveal, secret_values
+from .errors import BlockedDestination, DeliveryError
+from .secrets import SecretBox
+from .signatures import sign_hmac, sign_standard
+from .store import new_id
+
+__all__ = ["Prepared", "apply_auth", "handle_unauthorized", "probe"]
+
+PROBE_RESPONSE_LIMIT = 2048
+
+
+class _RedactQuery(logging.Filter):
+    """urllib3 logs each request line at DEBUG, query string included: URL credentials must not show."""
+
+    _QUERY = re.compile(r"\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._QUERY.sub("?[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The request to send: ``requests.request(method, url, headers=headers, cert=cert, verify=verify)``."""
+
+    url: str  # may carry URL credentials: never log it
+    headers: dict[str, str]
+    cert: tuple[str, str] | None = None  # (certfile, keyfile) for requests' cert=
+    verify: bool | str = True  # a CA file for requests' verify= when the profile has its own CA
+    safe_url: str = ""  # the URL without the profile's credentials, for delivery logs
+    oauth_token: str | None = field(default=None, repr=False)  # the token sent (see handle_unauthorized)
+
+
+def _set(headers: dict[str, str], name: str, value: str) -> None:
+    for existing in [k for k in headers if k.lower() == name.lower()]:
+        del headers[existing]
+    headers[name] = value
+
+
+def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: str, url: str,
+               headers: dict[str, str], body: bytes | None, event_id: str, allowed_networks: tuple = (),
+               timeout: float = 10.0) -> Prepared:
+    """Add ``profile``'s credentials to a request for ``url``. ``body`` is the exact bytes to send
+    (signatures cover it); ``event_id`` is the Standard Webhooks message id; ``method`` is taken
+    for schemes that sign it (none today). ``allowed_networks`` and ``timeout`` apply to an OAuth 2.0
+    token request. Raises ``DeliveryError`` when the profile
+    must not (or cannot) be used; ``details["retryable"]`` is True only when a token request failed
+    in a way that may pass later (unreachable endpoint, 5xx, 408, 429)."""
+    ident = profile.get("id", "?")
+    if not covers(profile["endpoint_prefix"], url):
+        raise DeliveryError(f"auth profile {ident} is bound to {profile['endpoint_prefix']}: "
+                            "its credentials are not sent to this URL", {"auth_profile": ident})
+    try:
+        plain = reveal(profile, box)
+    except RuntimeError as exc:
+        raise DeliveryError(f"auth profile {ident}: {exc}", {"auth_profile": ident}) from None
+    headers = dict(headers)
+    kind = plain["type"]
+    verify: bool | str = True
+    if plain.get("ca_certificate"):
+        verify = _file(fingerprint(plain["id"], plain["ca_certificate"]) + ".ca.pem", plain["ca_certificate"])
+    cert: tuple[str, str] | None = None
+    token: str | None = None
+    target = url
+    if kind == "basic":
+        pair = f"{plain['username']}:{plain['password']}".encode()  # RFC 7617: UTF-8
+        _set(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
+    elif kind == "bearer":
+        _set(headers, "Authorization", "Bearer " + plain["token"])
+    elif kind == "headers":
+        for item in plain["headers"]:
+            _set(headers, item["name"], item["value"])
+    elif kind == "url":
+        target = _with_credentials(url, plain.get("username"), plain.get("password"), plain.get("query"))
+    elif kind in ("signed_payload", "standard_webhooks"):
+        if not plain["signing_secrets"]:
+            raise DeliveryError(f"auth profile {ident} has no valid signing secret", {"auth_profile": ident})
+        stamp, data = int(time.time()), body or b""
+        if kind == "signed_payload":
+            signature = sign_hmac(plain["signing_secrets"][0], stamp, data)
+            _set(headers, plain["signature_header"], "sha256=" + signature)
+            _set(headers, plain["timestamp_header"], str(stamp))
+        else:
+            _set(headers, "webhook-id", event_id)
+            _set(headers, "webhook-timestamp", str(stamp))
+            _set(headers, "webhook-signature",
+                 " ".join(sign_standard(s, event_id, stamp, data) for s in plain["signing_secrets"]))
+    elif kind == "oauth2_client_credentials":
+        if not oauth.token_endpoint_allowed(plain, url):
+            raise DeliveryError(f"auth profile {ident}: the token endpoint must share the webhook URL's "
+                                "scheme, host and port, or its host must be in allowed_domains",
+                                {"auth_profile": ident})
+        token = oauth.get_token(plain, db, box, allowed_networks=allowed_networks, verify=verify,
+                                timeout=timeout)
+        _set(headers, "Authorization", "Bearer " + token)
+    elif kind == "mtls":
+        name = fingerprint(plain["id"], plain["certificate"], plain["private_key"])
+        _check_validity(ident, name, plain["certificate"], plain["private_key"])
+        cert = _file(name + ".crt", plain["certificate"]), _file(name + ".key", plain["private_key"])
+    else:
+        raise DeliveryError(f"auth profile {ident} has an unknown type {kind!r}", {"auth_profile": ident})
+    return Prepared(target, headers, cert, verify, safe_url=url, oauth_token=token)
+
+
+_windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}  # material hash → validity (parsed once)
+
+
+def _check_validity(ident: str, name: str, certificate: str, private_key: str) -> None:
+    """Parse and match certificate and key once per process (RSA key checks are slow); check the
+    validity window on every use: a certificate that expired since it was saved is never sent."""
+    window = _windows.get(name)
+    try:
+        if window is None:
+            info = check_certificate_pair(certificate, private_key)
+            window = (dt.datetime.fromisoformat(info["not_valid_before"]),
+                      dt.datetime.fromisoformat(info["not_valid_after"]))
+            if len(_windows) > 1024:
+                _windows.clear()
+            _windows[name] = window
+        now = dt.datetime.now(dt.UTC)
+        if now < window[0]:
+            raise ValueError(f"certificate: not valid before {window[0].isoformat()}.")
+        if now > window[1]:
+            raise ValueError(f"certificate: expired on {window[1].isoformat()}.")
+    except ValueError as exc:
+        raise DeliveryError(f"auth profile {ident}: client {exc} — not used",
+                            {"auth_profile": ident}) from None
+
+
+def handle_unauthorized(profile: dict[str, Any], db: redis.Redis, prepared: Prepared) -> bool:
+    """The destination answered 401 to ``prepared``. For OAuth 2.0, drop the cached token (if it is
+    still the one sent) and return True: call ``apply_auth`` again and resend once. False otherwise."""
+    if profile.get("type") != "oauth2_client_credentials" or prepared.oauth_token is None:
+        return False
+    oauth.invalidate(db, profile["id"], prepared.oauth_token)
+    return True
+
+
+def _with_credentials(url: str, username: str | None, password: str | None,
+                      query: dict[str, str] | None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if username:  # the profile's userinfo replaces any in the URL
+        userinfo = quote(username, safe="") + (":" + quote(password, safe="") if password else "")
+        netloc = f"{userinfo}@{netloc.rpartition('@')[2]}"
+    params = (parts.query + "&" if parts.query else "") + urlencode(query or {})
+    return urlunsplit((parts.scheme, netloc, parts.path, params.rstrip("&"), parts.fragment))
+
+
+def fingerprint(*parts: str) -> str:
+    """A short stable file name for material written to disk (never the material itself)."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
+
+
+_dir_lock = threading.Lock()
+_dir: tuple[int, str] | None = None  # (pid, path): a forked child makes its own
+
+
+def _private_dir() -> str:
+    global _dir
+    with _dir_lock:
+        if _dir is None or _dir[0] != os.getpid():
+            path = tempfile.mkdtemp(prefix="hookgate-auth-")  # 0700
+            atexit.register(shutil.rmtree, path, True)
+            _dir = (os.getpid(), path)
+        return _dir[1]
+
+
+def _file(name: str, content: str) -> str:
+    """A 0600 file holding ``content``, written once per process and content (``name`` is a hash of it)."""
+    path = os.path.join(_private_dir(), name)
+    if not os.path.exists(path):
+        staging = f"{path}.{threading.get_ident()}.tmp"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.replace(staging, path)
+    return path
+
+
+def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: str, path: str,
+          allowed_networks: tuple, timeout: float = 10.0) -> dict[str, Any]:
+    """Call ``endpoint_prefix + path`` with the profile's credentials and an empty body.
+    ``ok`` only on HTTP 200; ``response`` is the first 2 KB; ``error`` says why not."""
+    from .delivery.http import USER_AGENT, Sender
+
+    url = profile["endpoint_prefix"].rstrip("/") + "/" + path.lstrip("/")
+    sender = Sender(allowed_networks, pool_size=1)
+    hidden: list[str] = []
+    result: dict[str, Any] = {"ok": False, "status_code": None, "response": "", "error": None}
+    try:
+        hidden = secret_values(reveal(profile, box))
+        for attempt in (1, 2):
+            prepared = apply_auth(profile, box, db, method=method, url=url,
+                                  headers={"User-Agent": USER_AGENT}, body=b"", event_id=new_id("msg"),
+                                  allowed_networks=allowed_networks, timeout=timeout)
+            if prepared.oauth_token:
+                hidden.append(prepared.oauth_token)
+            response = sender.session.request(method, prepared.url, headers=prepared.headers, data=b"",
+                                              cert=prepared.cert, verify=prepared.verify, timeout=timeout,
+                                              allow_redirects=False, stream=True)
+            raw = response.raw.read(PROBE_RESPONSE_LIMIT, decode_content=True) or b""
+            response.close()
+            if response.status_code == 401 and attempt == 1 and handle_unauthorized(profile, db, prepared):
+                continue
+            result.update(status_code=response.status_code, ok=response.status_code == 200,
+                          response=raw.decode(response.encoding or "utf-8", errors="replace"))
+            if response.status_code != 200:
+                result["error"] = f"the endpoint answered HTTP {response.status_code}"
+            break
+    except (DeliveryError, BlockedDestination) as exc:
+        result["error"] = oauth.scrub(exc.message, hidden)
+    except (requests.RequestException, ConnectionError, ValueError, RuntimeError) as exc:
+        result["error"] = oauth.scrub(f"{type(exc).__name__}: {exc}", hidden)[:500]
+    finally:
+        sender.session.close()
+    return result
