@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from .auth_profiles import covers
 from .errors import NotFound, ValidationError
 from .rendering import validate_template
 from .store import PREFIX, bump_config, keys, new_id, now_ms
@@ -41,7 +42,7 @@ class DestinationStore:
 
     def update(self, destination_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         destination = self.get(destination_id)
-        self._check(destination_id, changes)
+        self._check(destination_id, changes, destination)
         was_enabled = destination.get("enabled", True)
         destination.update(changes, updated_at=now_ms())
         self._save(destination)
@@ -57,8 +58,9 @@ class DestinationStore:
                 pipe.execute()
         return destination
 
-    def _check(self, destination_id: str, fields: dict[str, Any]) -> None:
-        """What a schema cannot see: templates compile, and referenced records exist."""
+    def _check(self, destination_id: str, fields: dict[str, Any], current: dict[str, Any] | None = None) -> None:
+        """What a schema cannot see: templates compile, referenced records exist, and an auth
+        profile's credentials would only go under its endpoint prefix."""
         for name, source in (("template", fields.get("template")),
                              ("batch.item_template", (fields.get("batch") or {}).get("item_template")),
                              ("batch.root_template", (fields.get("batch") or {}).get("root_template"))):
@@ -73,6 +75,15 @@ class DestinationStore:
             problems["fail_destination_id"] = ["A destination cannot be its own fail branch."]
         elif fallback and not self.db.hexists(keys.destinations, fallback):
             problems["fail_destination_id"] = [f"No destination {fallback!r}."]
+        merged = {**(current or {}), **fields}
+        profile_id = merged.get("auth_profile_id")
+        if profile_id and ("auth_profile_id" in fields or "url" in fields):
+            raw = self.db.hget(PREFIX + "auth_profiles", profile_id)
+            if raw is None:
+                problems["auth_profile_id"] = [f"No auth profile {profile_id!r}."]
+            elif not covers(json.loads(raw)["endpoint_prefix"], merged["url"]):
+                problems["url"] = [f"Outside the auth profile's endpoint prefix "
+                                   f"{json.loads(raw)['endpoint_prefix']!r}: its credentials are only sent under it."]
         if problems:
             raise ValidationError("invalid references: " + ", ".join(problems), problems)
 

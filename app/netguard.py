@@ -3,10 +3,13 @@
 The address that is checked is the address that is connected to: the HTTP adapter resolves the host
 once, checks the address, and pins the connection pool to it (the ``Host`` header and TLS SNI keep
 the name), so a DNS answer that changes between the check and the connect cannot redirect a request.
+Answers are cached for ``_CACHE_TTL_S``, and the verdict on an address (for an allow-list) is
+remembered, since every request checks the address it is about to use.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import threading
@@ -48,14 +51,26 @@ def _normalise(ip: IPAddress) -> IPAddress:
 def check_address(ip: IPAddress | str, allowed: tuple) -> None:
     """Raise ``BlockedDestination`` unless ``ip`` is global or inside an allowed network."""
     ip = _normalise(ipaddress.ip_address(ip))
+    refusal = _refusal(ip, allowed)
+    if refusal is not None:
+        raise BlockedDestination(refusal, {"address": str(ip)})
+
+
+def _refusal(ip: IPAddress, allowed: tuple) -> str | None:
     if any(ip in network for network in allowed if network.version == ip.version):
-        return
+        return None
     if not ip.is_global or ip.is_multicast or any(ip in net for net in _EXTRA_BLOCKED if net.version == ip.version):
-        raise BlockedDestination(
-            f"refusing to connect to {ip}: not a global address "
-            "(allow its network with HOOKGATE_ALLOWED_NETWORKS)",
-            {"address": str(ip)},
-        )
+        return (f"refusing to connect to {ip}: not a global address "
+                "(allow its network with HOOKGATE_ALLOWED_NETWORKS)")
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(address: str, allowed: tuple) -> tuple[str, str] | None:
+    """``check_address`` for one resolved address, remembered: (message, address) of a refusal, or None."""
+    ip = _normalise(ipaddress.ip_address(address))
+    refusal = _refusal(ip, allowed)
+    return None if refusal is None else (refusal, str(ip))
 
 
 def resolve(host: str, port: int, allowed: tuple) -> str:
@@ -76,5 +91,11 @@ def resolve(host: str, port: int, allowed: tuple) -> str:
             if len(_cache) > 4096:
                 _cache.clear()
             _cache[(host, port)] = (now + _CACHE_TTL_S, address)
-    check_address(address, allowed)
+    try:
+        refusal = _checked(address, allowed)  # the same verdict as check_address(address, allowed)
+    except TypeError:  # an allow-list that is not hashable (a list): not remembered
+        check_address(address, allowed)
+        return address
+    if refusal is not None:
+        raise BlockedDestination(refusal[0], {"address": refusal[1]})
     return address

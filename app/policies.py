@@ -108,6 +108,7 @@ class Throttle:
         self.policy = policy
         self.hold_ms = hold_ms
         self.holder = secrets.token_hex(8)
+        self.yielded = 0  # set when the drain job gave way: how long until it may go on (ms)
         self._acquire = db.register_script(_ACQUIRE)
         self._rate = db.register_script(_RATE)
 

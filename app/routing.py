@@ -35,6 +35,8 @@ class RoutingIndex:
     A name or pattern in a destination's ``events`` matches an event's name or its category, so
     ``feedback`` subscribes to WebEngage's ``FEEDBACK_SUBMIT`` as well as to an event named feedback.
     The other filters (categories, channels, sources, origins, conditions) run on the candidates only.
+    hookgate's own outcome events (category ``webhook``) match only names and patterns that name
+    them (``webhook.*``, ``destination.disabled``, ``webhook``), never a bare ``*``.
     """
 
     def __init__(self, destinations: Iterable[dict[str, Any]]):
@@ -73,6 +75,8 @@ class RoutingIndex:
             for compiled, did in self._patterns.get(_first_segment(key), ()):
                 if did not in found and compiled.match(key):
                     found[did] = None
+            if event.get("category") == "webhook":
+                continue  # hookgate's own events go only to who names them: "*" does not
             for compiled, did in self._floating:
                 if did not in found and compiled.match(key):
                     found[did] = None

@@ -138,6 +138,7 @@ class DestinationSchema(Schema):
     extra_properties = fields.Dict(keys=fields.String(validate=validate.Length(1, 100)), load_default=None,
                                    allow_none=True, validate=validate.Length(max=50))
     policy_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    auth_profile_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     fail_destination_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     batch = fields.Nested(BatchSchema, load_default=None, allow_none=True)
     circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
@@ -155,6 +156,11 @@ class DestinationSchema(Schema):
     def _method(self, value: str, data_key: str) -> None:
         if value.upper() not in METHODS:
             raise ValidationError(f"Must be one of: {', '.join(METHODS)}.")
+
+    @validates_schema
+    def _batch_format(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("batch") and data.get("format") == "form":
+            raise ValidationError("Batches are sent as json, xml or text, not form.", "batch")
 
     @validates("conditions")
     def _conditions(self, value: dict[str, Any] | None, data_key: str) -> None:

@@ -1,15 +1,19 @@
-"""Delivery throughput: one ``hookgate worker`` against a plain ``requests.Session`` loop, side by side.
+"""Delivery throughput: one ``hookgate worker`` against a plain ``requests.Session`` loop, side by side,
+and against an RQ-job-per-delivery design.
 
-Both clients POST to the same local receiver, a minimal asyncio HTTP/1.1 keep-alive server in a
+All clients POST to the same local receiver, a minimal asyncio HTTP/1.1 keep-alive server in a
 process of its own that answers 200 with a small JSON body and counts requests in shared memory.
 
 - baseline: N sequential POSTs of a canonical-event-sized JSON body over one ``requests.Session``.
 - hookgate: N events are ingested first (Flask test client, hookgate's own code), then one
   ``hookgate worker --burst`` subprocess is started; deliveries/s = N / (time from starting the
   worker until the receiver has counted N requests). Worker start-up is part of that time.
+- RQ job per delivery (after the rounds, ``--rq-jobs`` jobs, default 2,000): each job is
+  ``rq_jobs.post_one`` (one POST with ``requests``), run by RQ's stock forking ``rq worker --burst``
+  (one process); jobs/s is measured the same way. Printed: hookgate's median deliveries/s ÷ that.
 
 Redis: ``HOOKGATE_REDIS_URL`` if set (it is FLUSHDB'ed!), otherwise an embedded Valkey in a temp dir.
-Run: ``/path/to/venv/bin/python bench/deliver.py [--events N] [--rounds R]``.
+Run: ``/path/to/venv/bin/python bench/deliver.py [--events N] [--rounds R] [--rq-jobs N]``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ INGEST_BATCH = 1000
 WARMUP_REQUESTS = 500
 WORKER_TIMEOUT_S = 300.0
 TARGET_RATIO = 0.70
+TARGET_RQ_FACTOR = 10.0
+BENCH = pathlib.Path(__file__).resolve().parent
 REPLY = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
 NO_LENGTH = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -165,27 +171,53 @@ def run_worker(redis_url: str, receiver: Receiver, n: int, log_path: pathlib.Pat
     """Start one burst worker; return (seconds until the receiver counted ``n``, seconds to the first)."""
     env = dict(os.environ, HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8",
                HOOKGATE_LOG_LEVEL="WARNING")
+    return _run_until_counted([sys.executable, "-m", "app.cli", "worker", "--burst"], env, receiver, n, log_path,
+                              "the worker")
+
+
+def run_rq_baseline(redis_url: str, receiver: Receiver, body: bytes, n: int,
+                    log_path: pathlib.Path) -> tuple[float, float]:
+    """Enqueue ``n`` RQ jobs (one POST each), run RQ's forking ``rq worker --burst``; same return value."""
+    from rq import Queue
+
+    import rq_jobs
+
+    with redis.Redis.from_url(redis_url) as connection:
+        queue = Queue(rq_jobs.QUEUE, connection=connection)
+        for start in range(0, n, INGEST_BATCH):
+            with connection.pipeline() as pipe:
+                queue.enqueue_many([Queue.prepare_data(rq_jobs.post_one, args=(receiver.url, body))
+                                    for _ in range(start, min(n, start + INGEST_BATCH))], pipeline=pipe)
+                pipe.execute()
+    command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, "--path", str(BENCH),
+               "-c", "rq_jobs", "--logging_level", "WARNING", rq_jobs.QUEUE]
+    return _run_until_counted(command, dict(os.environ), receiver, n, log_path, "rq worker")
+
+
+def _run_until_counted(command: list[str], env: dict[str, str], receiver: Receiver, n: int,
+                       log_path: pathlib.Path, what: str) -> tuple[float, float]:
+    """Run ``command``; return (seconds until the receiver counted ``n`` more, seconds to the first)."""
     before, first = receiver.count, 0.0
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--burst"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         while (done := receiver.count - before) < n:
             elapsed = time.perf_counter() - started
             first = first or (elapsed if done else 0.0)
             if worker.poll() is not None or elapsed > WORKER_TIMEOUT_S:
                 state = "running" if worker.returncode is None else f"exited ({worker.returncode})"
-                raise BenchError(f"the worker delivered {done}/{n} in {elapsed:.0f} s "
+                raise BenchError(f"{what} delivered {done}/{n} in {elapsed:.0f} s "
                                  f"(limit {WORKER_TIMEOUT_S:.0f} s) and is {state}" + _tail(log_path))
             time.sleep(0.002)
         elapsed = time.perf_counter() - started
         try:
             code = worker.wait(60)
         except subprocess.TimeoutExpired:
-            raise BenchError("the burst worker did not exit within 60 s of its last delivery") from None
+            raise BenchError(f"{what} (burst) did not exit within 60 s of its last delivery") from None
         if code != 0 or receiver.count - before != n:
-            raise BenchError(f"worker exit code {code}, {receiver.count - before} requests for {n} events"
+            raise BenchError(f"{what}: exit code {code}, {receiver.count - before} requests for {n}"
                              + _tail(log_path))
         return elapsed, first
     finally:
@@ -194,7 +226,7 @@ def run_worker(redis_url: str, receiver: Receiver, n: int, log_path: pathlib.Pat
             try:
                 worker.wait(10)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
 
 
@@ -238,15 +270,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=10_000, help="deliveries per round (default 10000)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds; medians are reported (default 1)")
+    parser.add_argument("--rq-jobs", type=int, default=2000,
+                        help="jobs for the RQ-job-per-delivery baseline (default 2000; 0 skips it)")
     args = parser.parse_args()
-    if args.events < 1 or args.rounds < 1:
-        parser.error("--events and --rounds must be at least 1")
+    if args.events < 1 or args.rounds < 1 or args.rq_jobs < 0:
+        parser.error("--events and --rounds must be at least 1, --rq-jobs at least 0")
 
     from app.events import canonical_event
 
     event = canonical_event("src_" + "0" * 28, EVENT, received_at=dt.datetime.now(dt.timezone.utc))
     body = json.dumps(event, ensure_ascii=False).encode()  # what hookgate's default JSON template sends
     rows: list[tuple[float, float, float]] = []
+    rq_row: tuple[float, float] | None = None
     receiver: Receiver | None = None
     with tempfile.TemporaryDirectory(prefix="hookgate-bench-") as tmp, \
             redis_server(pathlib.Path(tmp)) as (url, store):
@@ -264,6 +299,11 @@ def main() -> int:
                 log_path = pathlib.Path(tmp) / f"worker-{round_no}.log"
                 elapsed, first = run_worker(url, receiver, args.events, log_path)
                 rows.append((baseline, args.events / elapsed, first))
+            if args.rq_jobs:
+                print(f"RQ job per delivery: {args.rq_jobs} jobs, rq worker --burst…", file=sys.stderr, flush=True)
+                db.flushdb()
+                elapsed, first = run_rq_baseline(url, receiver, body, args.rq_jobs, pathlib.Path(tmp) / "rq-worker.log")
+                rq_row = (args.rq_jobs / elapsed, first)
             db.close()
         except (BenchError, redis.RedisError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
@@ -275,6 +315,14 @@ def main() -> int:
     print(f"delivery throughput: {args.events} deliveries x {args.rounds} round(s), body {len(body)} bytes, "
           f"store: {store}, receiver: asyncio HTTP/1.1 (own process), {os.cpu_count()} CPUs")
     print_table(args.events, rows)
+    if rq_row is not None:
+        hookgate = statistics.median(row[1] for row in rows)
+        factor = hookgate / rq_row[0]
+        verdict = "met" if factor >= TARGET_RQ_FACTOR else "NOT met"
+        print(f"\nRQ job per delivery (stock forking `rq worker --burst`, one process, {args.rq_jobs} jobs): "
+              f"{rq_row[0]:.0f} jobs/s (worker start→1st delivery {rq_row[1]:.2f} s)")
+        print(f"hookgate {hookgate:.0f} deliveries/s ÷ RQ {rq_row[0]:.0f} jobs/s = {factor:.1f}×  "
+              f"(target ≥ {TARGET_RQ_FACTOR:.0f}×) {verdict}")
     return 0
 
 

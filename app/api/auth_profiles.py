@@ -25,6 +25,8 @@ from ..auth_profiles import (
     check_certificate_pair,
     public,
 )
+from ..destinations import DestinationStore
+from ..errors import Conflict
 from ..errors import ValidationError as Invalid
 from ..oauth import valid_domain
 from ..outbound_auth import probe
@@ -246,6 +248,9 @@ def update(profile_id: str):
 
 @bp.delete("/<profile_id>")
 def delete(profile_id: str):
+    users = [d["id"] for d in DestinationStore(runtime().db).all() if d.get("auth_profile_id") == profile_id]
+    if users:
+        raise Conflict("the auth profile is used by destinations", {"destinations": users})
     _store().delete(profile_id)
     return "", 204
 

@@ -57,6 +57,7 @@ class Aftermath:
     # -- called by the drain job ---------------------------------------------------------------------
     def after(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any],
               attempt: dict[str, Any] | None, status: str, outcome: str) -> None:
+        """Right after one attempt: outcome events, the fail branch, 410 Gone."""
         try:
             if attempt is not None and event.get("category") != "webhook":
                 self._emit_outcomes(destination, delivery, event, attempt, status, outcome)
@@ -64,10 +65,30 @@ class Aftermath:
                 self._fail_branch(destination, event)
             if attempt is not None and attempt.get("status_code") == 410:
                 self.disable(destination, "gone", "the destination answered 410 Gone")
-            elif outcome in FAILURES and (destination.get("circuit_breaker") or {}).get("enabled", True):
-                self._check_breaker(destination)
         except Exception:  # what follows must never lose the outcome already recorded
             log.exception("after-attempt work failed for delivery %s", delivery.get("id"))
+
+    def settle(self, destination: dict[str, Any], outcomes: list[str]) -> None:
+        """After a chunk of attempts: statistics, the continuous-failure clock, the breaker."""
+        if not outcomes:
+            return
+        did = destination["id"]
+        try:
+            with self.db.pipeline(transaction=False) as pipe:
+                for outcome in outcomes:
+                    stats.count(pipe, did, outcome)
+                last_success = max((i for i, o in enumerate(outcomes) if o == "delivered"), default=-1)
+                if last_success == len(outcomes) - 1:
+                    pipe.delete(failing_since_key(did))
+                elif any(o in FAILURES for o in outcomes[last_success + 1:]):
+                    if last_success >= 0:
+                        pipe.delete(failing_since_key(did))
+                    pipe.set(failing_since_key(did), now_ms(), nx=True)
+                pipe.execute()
+            if any(o in FAILURES for o in outcomes) and (destination.get("circuit_breaker") or {}).get("enabled", True):
+                self._check_breaker(destination)
+        except Exception:
+            log.exception("settling outcomes failed for destination %s", did)
 
     def _emit_outcomes(self, destination, delivery, event, attempt, status, outcome) -> None:
         names = [f"webhook.{outcome}"] + (["webhook.failed"] if status == "failed" else [])

@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import random
+import time
+from email.utils import parsedate_to_datetime
+from typing import Mapping
 
 from .http import Response
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "classify", "is_retryable", "next_delay"]
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "classify", "is_retryable", "next_delay", "retry_after_s"]
 
 # Like Svix: the first attempt at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -42,3 +45,21 @@ def next_delay(attempts_made: int, schedule: tuple[float, ...] | list[float]) ->
         return None
     delay = float(schedule[attempts_made - 1])
     return max(0.0, delay * random.uniform(1 - JITTER, 1 + JITTER))
+
+
+MAX_RETRY_AFTER_S = 86400.0
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), at most a day; None if absent."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(moment.timestamp() - time.time(), MAX_RETRY_AFTER_S))

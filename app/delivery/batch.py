@@ -1,0 +1,48 @@
+"""Batch bodies: an item template rendered per event, and a root template around the rendered items.
+
+The root sees ``items`` (the rendered items, as strings) and ``events``; its default joins the items
+into a JSON array, an ``<events>`` element, or lines of text. An item that fails to render is left
+out of the batch (its delivery records the error); the rest still go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..rendering import RenderError, Rendered, render_body
+
+__all__ = ["DEFAULT_ITEMS", "DEFAULT_ROOTS", "render_batch"]
+
+DEFAULT_ITEMS = {"json": "{{ event | tojson }}", "xml": "{{ event | toxml('event') }}",
+                 "text": "{{ event.name }} {{ event.data | tojson }}"}
+DEFAULT_ROOTS = {"json": '[{{ items | join(",") }}]', "xml": "<events>{{ items | join('') }}</events>",
+                 "text": "{{ items | join('\\n') }}"}
+
+
+def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, max_bytes: int,
+                 timeout_s: float) -> tuple[Rendered | None, dict[int, str]]:
+    """The batch body, and the render errors of items left out (by position in ``events``)."""
+    fmt = destination["format"]
+    batch = destination["batch"]
+    item_source = batch.get("item_template") or DEFAULT_ITEMS[fmt]
+    common = {"destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
+              "extra": destination.get("extra_properties") or {}}
+    items: list[str] = []
+    included: list[dict[str, Any]] = []
+    errors: dict[int, str] = {}
+    for position, event in enumerate(events):
+        context = {**common, "event": event, "profile": event.get("profile") or {}, "data": event.get("data") or {},
+                   "system": event.get("system") or {}}
+        try:
+            rendered = render_body(item_source, fmt, {**context, "extra": {}}, max_bytes=max_bytes, timeout_s=timeout_s)
+        except RenderError as exc:
+            errors[position] = f"render: item: {exc}"
+            continue
+        items.append(rendered.body.decode())
+        included.append(event)
+    if not items:
+        return None, errors
+    root_source = batch.get("root_template") or DEFAULT_ROOTS[fmt]
+    rendered = render_body(root_source, fmt, {**common, "items": items, "events": included},
+                           max_bytes=max_bytes * max(1, len(items)), timeout_s=timeout_s * 4)
+    return rendered, errors
