@@ -217,3 +217,36 @@ def test_pagination_holds_when_many_deliveries_share_a_timestamp(client, admin, 
         if cursor is None:
             break
     assert pages == 3 and len(seen) == 250 and len(set(seen)) == 250
+
+
+def test_cookies_from_one_receiver_never_reach_another(client, admin, make_source, make_destination, post_events,
+                                                       work):
+    setter = Receiver(lambda request: Reply(headers={"Set-Cookie": "session=tenant-a; Path=/",
+                                                     "Content-Type": "application/json"})).start()
+    try:
+        source_id, key = make_source()
+        make_destination(setter.url + "/a", events=["a"])
+        make_destination(setter.url + "/b", events=["b"])  # same host and port: another customer's endpoint
+        post_events(source_id, key, {"name": "a"})
+        work()
+        post_events(source_id, key, {"name": "b"})
+        work()
+        arrived = setter.wait_for(2)
+        assert [r.path for r in arrived] == ["/a", "/b"] and arrived[1].header("Cookie") is None
+    finally:
+        setter.stop()
+
+
+def test_an_unknown_charset_is_read_as_utf8(client, admin, make_source, make_destination, post_events, work):
+    odd = Receiver(lambda request: Reply(body="ok ✓".encode(),
+                                         headers={"Content-Type": "text/plain; charset=bogus"})).start()
+    try:
+        source_id, key = make_source()
+        make_destination(odd.url)
+        event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
+        work()
+        [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
+        shown = client.get(f"/v1/deliveries/{delivery['id']}", headers=admin).get_json()
+        assert shown["status"] == "delivered" and shown["attempt_log"][0]["response_body"] == "ok ✓"
+    finally:
+        odd.stop()

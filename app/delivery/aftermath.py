@@ -93,7 +93,7 @@ class Aftermath:
     def _emit_outcomes(self, destination, delivery, event, attempt, status, outcome) -> None:
         names = [f"webhook.{outcome}"] + (["webhook.failed"] if status == "failed" else [])
         received = dt.datetime.now(dt.timezone.utc)
-        index = self.rt.router.index()
+        index = self.rt.router.cached_index()  # the drain job refreshes it once per chunk
         emitted = []
         for name in names:
             outcome_event = {

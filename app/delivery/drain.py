@@ -66,6 +66,7 @@ class Drainer:
         counts: dict[str, int] = {}
         deadline = self.deadline = time.monotonic() + self.settings.drain_budget_s
         while True:
+            self.rt.router.refresh()  # routing for outcome events and the fail branch, once per chunk
             destination = self.destinations.find(destination_id)
             if destination is not None and not destination.get("enabled", True):
                 # Its backlog waits; enabling it puts it back on the due list.

@@ -11,6 +11,8 @@ would refuse) goes through ``Session.request`` itself, so it behaves exactly as 
 
 from __future__ import annotations
 
+import http.cookiejar
+
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -122,6 +124,8 @@ class Response:
 class Sender:
     def __init__(self, allowed_networks: tuple = (), pool_size: int = 32):
         self.session = requests.Session()
+        # One session serves every destination: a cookie one receiver sets must never reach another.
+        self.session.cookies.set_policy(_NO_COOKIES)
         self.session.trust_env = False  # no proxies or .netrc from the environment
         self.session.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT, "Accept": "*/*"})
         for scheme, https in (("http://", False), ("https://", True)):
@@ -166,7 +170,7 @@ class Sender:
                     raw.release_conn()  # what requests.Response.close adds
         return Response(
             raw.status,
-            body=data[:RESPONSE_LIMIT].decode(get_encoding_from_headers(raw.headers) or "utf-8", errors="replace"),
+            body=_decode(data[:RESPONSE_LIMIT], get_encoding_from_headers(raw.headers)),
             headers=dict(raw.headers),
             latency_ms=_since(started),
         )
@@ -281,6 +285,25 @@ class Sender:
                 store["content-length"] = ("Content-Length", "0")
         store["host"] = ("Host", target.host_header)
         return target, method, dict(store.values()), body
+
+
+class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie, request) -> bool:  # type: ignore[override]
+        return False
+
+    def return_ok(self, cookie, request) -> bool:  # type: ignore[override]
+        return False
+
+
+_NO_COOKIES = _RefuseCookies()
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    """The response text; a charset Python does not know is read as UTF-8."""
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
 
 
 def _since(started: float) -> float:
