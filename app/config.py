@@ -30,6 +30,16 @@ def parse_duration(value: str | int | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
+
+
 def parse_networks(value: str | list[str] | tuple[Network, ...]) -> tuple[Network, ...]:
     """Comma-separated CIDRs (``"127.0.0.0/8, ::1/128"``) → networks."""
     if isinstance(value, tuple):
@@ -57,6 +67,7 @@ class Settings:
     log_level: str = "INFO"
     signature_tolerance_s: float = 300.0
     smtp_url: str | None = None
+    https_only: bool = False
     smtp_from: str = "hookgate@localhost"
 
     # name of the field → (environment variable, parser)
@@ -78,6 +89,7 @@ class Settings:
         "log_level": ("HOOKGATE_LOG_LEVEL", str),
         "signature_tolerance_s": ("HOOKGATE_SIGNATURE_TOLERANCE", parse_duration),
         "smtp_url": ("HOOKGATE_SMTP_URL", str),
+        "https_only": ("HOOKGATE_HTTPS_ONLY", parse_bool),
         "smtp_from": ("HOOKGATE_SMTP_FROM", str),
     }
 

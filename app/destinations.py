@@ -16,8 +16,9 @@ __all__ = ["DestinationStore"]
 
 
 class DestinationStore:
-    def __init__(self, db: redis.Redis):
+    def __init__(self, db: redis.Redis, https_only: bool = False):
         self.db = db
+        self.https_only = https_only  # HOOKGATE_HTTPS_ONLY: every destination, whatever it says
 
     def create(self, fields: dict[str, Any]) -> dict[str, Any]:
         destination_id = new_id("dst")
@@ -76,6 +77,8 @@ class DestinationStore:
         elif fallback and not self.db.hexists(keys.destinations, fallback):
             problems["fail_destination_id"] = [f"No destination {fallback!r}."]
         merged = {**(current or {}), **fields}
+        if (self.https_only or merged.get("https_only")) and str(merged.get("url", "")).lower().startswith("http:"):
+            problems["url"] = ["Only https URLs are allowed here (https_only)."]
         profile_id = merged.get("auth_profile_id")
         if profile_id and ("auth_profile_id" in fields or "url" in fields):
             raw = self.db.hget(PREFIX + "auth_profiles", profile_id)

@@ -139,6 +139,7 @@ class DestinationSchema(Schema):
                                    allow_none=True, validate=validate.Length(max=50))
     policy_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     auth_profile_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    https_only = fields.Boolean(load_default=False)
     fail_destination_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     batch = fields.Nested(BatchSchema, load_default=None, allow_none=True)
     circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))

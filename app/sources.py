@@ -96,11 +96,35 @@ class SourceStore:
         assert self.box is not None
         return [self.box.decrypt(token) for token in source["signature"]["secrets"]]
 
+    def rotate_key(self, source_id: str, grace_s: float) -> tuple[dict[str, Any], str]:
+        """A new ingest key; the current ones stay valid for ``grace_s`` (no downtime while senders
+        switch over). Returns the source and the new key (shown once)."""
+        source = self.get(source_id)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = now_ms()
+        until = now + int(grace_s * 1000)
+        kept = []
+        for entry in source.get("key_hashes", []):
+            stored, expires = (entry, None) if isinstance(entry, str) else (entry["hash"], entry.get("expires_at"))
+            if expires is None or expires > now:
+                kept.append({"hash": stored, "expires_at": min(expires or until, until)})
+        source["key_hashes"] = [hash_key(key)] + (kept if grace_s > 0 else [])
+        source["key_hint"] = _hint(key)
+        source["key_rotated_at"] = now
+        with self.db.pipeline() as pipe:
+            pipe.hset(keys.sources, source_id, json.dumps(source))
+            bump_config(pipe)
+            pipe.execute()
+        return source, key
+
     @staticmethod
     def key_matches(source: dict[str, Any], key: str) -> bool:
-        """Constant-time comparison against every valid key hash of the source."""
+        """Constant-time comparison against every valid key hash of the source (a rotated-out key
+        until its grace period ends)."""
         given = hash_key(key)
+        now = now_ms()
         matched = False
-        for stored in source.get("key_hashes", []):
-            matched |= hmac.compare_digest(given, stored)
+        for entry in source.get("key_hashes", []):
+            stored, expires = (entry, None) if isinstance(entry, str) else (entry["hash"], entry.get("expires_at"))
+            matched |= hmac.compare_digest(given, stored) and (expires is None or expires > now)
         return matched

@@ -57,20 +57,26 @@ def query_limit(default: int = 50, maximum: int = 200) -> int:
 
 
 def require_admin() -> None:
-    """``Authorization: Bearer <admin token>``, compared in constant time."""
+    """``Authorization: Bearer <admin token>``: the bootstrap token (compared in constant time) or
+    one made through ``/v1/admin-tokens`` (looked up by its hash)."""
+    from ..admin_tokens import AdminTokenStore
+
     expected = runtime().settings.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send the admin token as Authorization: Bearer <token>")
-    if not expected:
-        raise Unauthorized("no admin token is configured (set HOOKGATE_ADMIN_TOKEN)")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("the admin token is not valid")
+    if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    if AdminTokenStore(runtime().db).valid(token):
+        return
+    raise Unauthorized("the admin token is not valid")
 
 
 def init_app(app: Flask) -> None:
-    from . import auth_profiles, deliveries, destinations, ingest, policies, replays, sources, system
+    from . import admin_tokens, auth_profiles, deliveries, destinations, ingest, policies, replays, sources, system
 
-    for module in (system, ingest, sources, destinations, deliveries, policies, replays, auth_profiles):
+    for module in (system, ingest, sources, destinations, deliveries, policies, replays, auth_profiles,
+                   admin_tokens):
         app.register_blueprint(module.bp)

@@ -17,7 +17,7 @@ _schema = DestinationSchema()
 
 
 def _store() -> DestinationStore:
-    return DestinationStore(runtime().db)
+    return DestinationStore(runtime().db, https_only=runtime().settings.https_only)
 
 
 def _show(destination: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint
+from marshmallow import Schema, fields, validate
 
 from ..schemas import SourceSchema
 from ..sources import SourceStore, public
@@ -34,3 +35,15 @@ def get(source_id: str):
 def delete(source_id: str):
     SourceStore(runtime().db).delete(source_id)
     return "", 204
+
+
+class RotateSchema(Schema):
+    grace_s = fields.Float(load_default=86400.0, validate=validate.Range(0, 30 * 86400))
+
+
+@bp.post("/<source_id>/rotate-key")
+def rotate_key(source_id: str):
+    """A new ingest key, shown once; the old one keeps working for ``grace_s`` (default 24 h)."""
+    grace = load(RotateSchema(), read_json(optional=True))["grace_s"]
+    source, key = SourceStore(runtime().db, runtime().secrets).rotate_key(source_id, grace)
+    return {**public(source), "key": key}

@@ -332,6 +332,8 @@ class Drainer:
         """Send, with the destination's auth profile applied (and one retry with a fresh OAuth
         token on a 401). Returns the response and the URL to log (never one with credentials)."""
         timeout = float(destination["timeout_s"])
+        if (self.settings.https_only or destination.get("https_only")) and not url.lower().startswith("https:"):
+            return Response(None, error="refused: only https URLs are allowed (https_only)", error_kind="invalid"), url
         profile_id = destination.get("auth_profile_id")
         if not profile_id:
             return self.rt.sender.send(method, url, headers, body, timeout), url
