@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .errors import ValidationError
 from .store import new_id
 
-__all__ = ["MAX_EVENTS_PER_REQUEST", "canonical_event", "infer_category", "isoformat"]
+__all__ = ["MAX_EVENTS_PER_REQUEST", "canonical_event", "check_count", "infer_category", "isoformat"]
 
 MAX_EVENTS_PER_REQUEST = 1000
 
@@ -54,3 +55,14 @@ def canonical_event(source_id: str, fields: dict[str, Any], *, received_at: dt.d
         "origin": fields.get("origin") or "api",
         "channel": fields.get("channel"),
     }
+
+
+def check_count(items: list[Any]) -> None:
+    """One request carries 1 to ``MAX_EVENTS_PER_REQUEST`` events (422 otherwise)."""
+    if not items:
+        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise ValidationError(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            {"_body": [f"Got {len(items)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
+        )

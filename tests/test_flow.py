@@ -8,7 +8,6 @@ import pytest
 
 from app.store import keys
 
-from .receiver import Reply
 
 
 def test_source_is_created_with_a_key_shown_once_and_stored_hashed(client, admin, db):

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UnsupportedMediaType, ValidationError
-from ..events import MAX_EVENTS_PER_REQUEST
+from ..events import MAX_EVENTS_PER_REQUEST, check_count
 from . import bloomreach, crossengage, generic, webengage, xtremepush
 from . import xml as xml_body
 
@@ -48,13 +48,7 @@ def parse_each(kind: str, payload: Any) -> tuple[list[tuple[int, dict[str, Any]]
     """
     if not isinstance(payload, list):
         return [(0, fields) for fields in parse(kind, payload)], {}
-    if not payload:
-        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
-    if len(payload) > MAX_EVENTS_PER_REQUEST:
-        raise ValidationError(
-            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
-            {"_body": [f"Got {len(payload)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
-        )
+    check_count(payload)
     good: list[tuple[int, dict[str, Any]]] = []
     errors: dict[str, Any] = {}
     for index, item in enumerate(payload):

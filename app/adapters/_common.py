@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, NoReturn
 import marshmallow
 
 from ..errors import ValidationError
-from ..events import MAX_EVENTS_PER_REQUEST
+from ..events import MAX_EVENTS_PER_REQUEST, check_count
 from ..schemas import EventSchema
 
 __all__ = [
@@ -85,13 +85,7 @@ def parse_items(payload: Any, parse_item: Callable[[Any], Iterable[dict[str, Any
 def collect(
     items: list[Any], parse_item: Callable[[Any], Iterable[dict[str, Any]]], *, single: bool
 ) -> list[dict[str, Any]]:
-    if not items:
-        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
-    if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise ValidationError(
-            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
-            {"_body": [f"Got {len(items)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
-        )
+    check_count(items)
     events: list[dict[str, Any]] = []
     errors: dict[str, Any] = {}
     for index, item in enumerate(items):

@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow
 
 from ..errors import ValidationError
-from ..events import MAX_EVENTS_PER_REQUEST
+from ..events import check_count
 from ..schemas import EventSchema
 
 __all__ = ["parse"]
@@ -17,13 +17,7 @@ _schema = EventSchema()
 
 def parse(payload: Any) -> list[dict[str, Any]]:
     items = payload if isinstance(payload, list) else [payload]
-    if not items:
-        raise ValidationError("no events in the request", {"_body": ["Send one event or a non-empty list."]})
-    if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise ValidationError(
-            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
-            {"_body": [f"Got {len(items)} events; split them into requests of {MAX_EVENTS_PER_REQUEST}."]},
-        )
+    check_count(items)
     events, errors = [], {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):

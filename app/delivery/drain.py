@@ -134,12 +134,7 @@ class Drainer:
             return None
         lease_ms = int(max(lease_s, float(destination["timeout_s"]) + LEASE_MARGIN_S) * 1000)
         ids = pending.take(self.db, did, size, lease_ms, lease_ms)
-        with self.db.pipeline(transaction=False) as pipe:
-            for delivery_id in ids:
-                pipe.hgetall(keys.delivery(delivery_id))
-            deliveries = pipe.execute()
-        event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries if d))
-        raw_events = dict(zip(event_ids, self.db.mget([keys.event(e) for e in event_ids]))) if event_ids else {}
+        deliveries, raw_events = self._load(ids)
         members: list[tuple[dict[str, str], dict[str, Any]]] = []
         outcomes: list[str] = []
         for delivery_id, delivery in zip(ids, deliveries):
@@ -230,14 +225,19 @@ class Drainer:
             result_ttl=0, failure_ttl=86400, description=f"drain {destination_id}",
         )
 
-    def _send_chunk(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str],
-                    timeout: float, lease_s: float):
+    def _load(self, ids: list[str]) -> tuple[list[dict[str, str]], dict[str, str | None]]:
+        """The leased deliveries (empty where one expired) and their events' JSON by event id."""
         with self.db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
                 pipe.hgetall(keys.delivery(delivery_id))
             deliveries = pipe.execute()
         event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries if d))
         events = dict(zip(event_ids, self.db.mget([keys.event(e) for e in event_ids]))) if event_ids else {}
+        return deliveries, events
+
+    def _send_chunk(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str],
+                    timeout: float, lease_s: float):
+        deliveries, events = self._load(ids)
         lease_until = time.monotonic() + lease_s
         lost: set[str] = set()
         for position, (delivery_id, delivery) in enumerate(zip(ids, deliveries)):

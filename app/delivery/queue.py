@@ -11,15 +11,14 @@ clearing the flag.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 import redis
 from rq import Queue
 
-from ..store import keys, new_id, now_ms, PREFIX
+from ..store import PREFIX, keys, now_ms
 
-__all__ = ["store_events", "take", "renew", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
+__all__ = ["take", "renew", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
 
 _TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -89,41 +88,6 @@ class _Scripts:
 
 
 _scripts = _Scripts()
-
-
-def store_events(db: redis.Redis, routed: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]],
-                 retention_s: float) -> list[str]:
-    """Store each event and one pending delivery per matched destination, all in one transaction.
-
-    Returns the ids of the destinations whose drain job must be woken.
-    """
-    created = now_ms()
-    ttl = int(retention_s)
-    woken: dict[str, None] = {}
-    with db.pipeline(transaction=True) as pipe:
-        for event, destinations in routed:
-            event_id = event["id"]
-            pipe.set(keys.event(event_id), json.dumps(event, separators=(",", ":")), ex=ttl)
-            for destination in destinations:
-                did = destination["id"]
-                delivery_id = new_id("dlv")
-                pipe.hset(keys.delivery(delivery_id), mapping={
-                    "id": delivery_id, "event_id": event_id, "destination_id": did, "status": "pending",
-                    "attempts": 0, "created_at": created, "updated_at": created, "next_attempt_at": created,
-                })
-                pipe.expire(keys.delivery(delivery_id), ttl)
-                pipe.rpush(keys.event_deliveries(event_id), delivery_id)
-                pipe.zadd(keys.deliveries, {delivery_id: created})
-                pipe.zadd(keys.destination_deliveries(did), {delivery_id: created})
-                pipe.zadd(keys.status("pending"), {delivery_id: created})
-                pipe.zadd(keys.pending(did), {delivery_id: created})
-                woken[did] = None
-            if destinations:
-                pipe.expire(keys.event_deliveries(event_id), ttl)
-        for did in woken:
-            pipe.zadd(keys.due, {did: created}, lt=True)
-        pipe.execute()
-    return list(woken)
 
 
 def drain_job_timeout(settings) -> int:
