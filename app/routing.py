@@ -65,8 +65,18 @@ class RoutingIndex:
                 else:
                     self._floating.append((compiled, did))
 
+    def names_subscribed(self, name: str, category: str) -> bool:
+        """Whether any destination's names or patterns take this name or category (filters aside):
+        a cheap test before building an event only to route it."""
+        return bool(self._candidates({"name": name, "category": category}))
+
     def match(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Every enabled destination subscribed to ``event``, each once, in a stable order."""
+        filters = self._filters
+        return [self.destinations[did] for did in self._candidates(event)
+                if did not in filters or filters[did](event)]
+
+    def _candidates(self, event: dict[str, Any]) -> dict[str, None]:
         found: dict[str, None] = {}
         for key in (event["name"], event.get("category") or ""):
             if not key:
@@ -80,8 +90,7 @@ class RoutingIndex:
             for compiled, did in self._floating:
                 if did not in found and compiled.match(key):
                     found[did] = None
-        filters = self._filters
-        return [self.destinations[did] for did in found if did not in filters or filters[did](event)]
+        return found
 
 
 class Router:

@@ -25,13 +25,13 @@ def _key(destination_id: str, unit: str, bucket: int) -> str:
     return f"{PREFIX}stats:{destination_id}:{unit}:{bucket}"
 
 
-def count(pipe, destination_id: str, outcome: str, at: float | None = None) -> None:
-    """Add one ``outcome`` to the destination's buckets (inside the caller's pipeline)."""
+def count(pipe, destination_id: str, outcome: str, n: int = 1, at: float | None = None) -> None:
+    """Add ``n`` of ``outcome`` to the destination's buckets (inside the caller's pipeline)."""
     at = time.time() if at is None else at
     minute, hour = int(at // 60), int(at // 3600)
-    pipe.hincrby(_key(destination_id, "m", minute), outcome, 1)
+    pipe.hincrby(_key(destination_id, "m", minute), outcome, n)
     pipe.expire(_key(destination_id, "m", minute), MINUTE_TTL)
-    pipe.hincrby(_key(destination_id, "h", hour), outcome, 1)
+    pipe.hincrby(_key(destination_id, "h", hour), outcome, n)
     pipe.expire(_key(destination_id, "h", hour), HOUR_TTL)
 
 

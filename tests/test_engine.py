@@ -291,3 +291,42 @@ def test_a_slow_destination_does_not_hold_up_the_others(make_source, make_destin
     run_burst(tight)
     assert len(slow.requests) == 30 and len(receiver.requests) == 5
     assert receiver.requests[-1].at < slow.requests[-1].at  # the fast one did not wait for the slow backlog
+
+
+def test_batch_items_are_what_single_deliveries_would_carry(make_source, make_destination, post_events, receiver,
+                                                          work):
+    source_id, key = make_source()
+    make_destination(receiver.url, payload_style="webengage", extra_properties={"tenant": "acme"},
+                     batch={"size": 2, "max_wait_s": 0})
+    post_events(source_id, key, [{"name": "a"}, {"name": "b"}])
+    work()
+    [request] = receiver.wait_for(1)
+    items = json.loads(request.body)
+    assert [i["event_name"] for i in items] == ["a", "b"] and {i["tenant"] for i in items} == {"acme"}
+    assert request.header("webhook-id").startswith("bat_") and request.header("X-Hookgate-Batch-Size") == "2"
+
+
+def test_a_retried_batch_keeps_its_webhook_id(make_source, make_destination, post_events, work):
+    answers = iter([503, 200])
+    receiver = Receiver(lambda request: Reply(next(answers))).start()
+    try:
+        source_id, key = make_source()
+        make_destination(receiver.url, retry_schedule=[0], batch={"size": 2, "max_wait_s": 0})
+        post_events(source_id, key, [{"name": "a"}, {"name": "b"}])
+        work()
+        first, second = receiver.wait_for(2)
+        assert first.header("webhook-id") == second.header("webhook-id")
+    finally:
+        receiver.stop()
+
+
+def test_a_policy_rate_holds_for_batches(client, admin, make_source, make_destination, post_events, receiver,
+                                         work):
+    policy = client.post("/v1/policies", json={"name": "slow", "concurrency": 1, "rate_per_s": 4},
+                         headers=admin).get_json()
+    source_id, key = make_source()
+    make_destination(receiver.url, policy_id=policy["id"], batch={"size": 1, "max_wait_s": 0})
+    post_events(source_id, key, [{"name": f"e{n}"} for n in range(6)])
+    work()
+    arrived = receiver.wait_for(6, timeout=30)
+    assert len(arrived) == 6 and arrived[-1].at - arrived[0].at >= 0.9  # 6 at 4/s (a burst of 2 allowed)

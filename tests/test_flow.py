@@ -208,3 +208,12 @@ def test_destination_list_is_paginated(client, admin, make_destination, receiver
     third = client.get(f"/v1/destinations?limit=2&cursor={second['next_cursor']}", headers=admin).get_json()
     seen = [d["id"] for page in (first, second, third) for d in page["items"]]
     assert seen == sorted(ids) and third["next_cursor"] is None
+
+
+def test_events_posted_together_are_delivered_in_order(make_source, make_destination, post_events, receiver, work):
+    source_id, key = make_source()
+    make_destination(receiver.url)
+    post_events(source_id, key, [{"name": f"e{n:03d}"} for n in range(200)])  # one transaction, one timestamp
+    work()
+    names = [json.loads(r.body)["name"] for r in receiver.wait_for(200)]
+    assert names == [f"e{n:03d}" for n in range(200)]

@@ -17,6 +17,7 @@ breaker (which disables a failing destination, says so, and keeps notifying unti
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 import json
 import logging
 import math
@@ -75,8 +76,8 @@ class Aftermath:
         did = destination["id"]
         try:
             with self.db.pipeline(transaction=False) as pipe:
-                for outcome in outcomes:
-                    stats.count(pipe, did, outcome)
+                for outcome, n in Counter(outcomes).items():
+                    stats.count(pipe, did, outcome, n)
                 last_success = max((i for i, o in enumerate(outcomes) if o == "delivered"), default=-1)
                 if last_success == len(outcomes) - 1:
                     pipe.delete(failing_since_key(did))
@@ -91,9 +92,12 @@ class Aftermath:
             log.exception("settling outcomes failed for destination %s", did)
 
     def _emit_outcomes(self, destination, delivery, event, attempt, status, outcome) -> None:
-        names = [f"webhook.{outcome}"] + (["webhook.failed"] if status == "failed" else [])
-        received = dt.datetime.now(dt.timezone.utc)
         index = self.rt.router.cached_index()  # the drain job refreshes it once per chunk
+        names = [n for n in [f"webhook.{outcome}"] + (["webhook.failed"] if status == "failed" else [])
+                 if index.names_subscribed(n, "webhook")]
+        if not names:  # nobody listens: build nothing
+            return
+        received = dt.datetime.now(dt.timezone.utc)
         emitted = []
         for name in names:
             outcome_event = {

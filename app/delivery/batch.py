@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..rendering import RenderError, Rendered, render_body
+from ..rendering import RenderError, Rendered, render_body, render_delivery
 
 __all__ = ["DEFAULT_ITEMS", "DEFAULT_ROOTS", "render_batch"]
 
@@ -21,20 +21,22 @@ DEFAULT_ROOTS = {"json": '[{{ items | join(",") }}]', "xml": "<events>{{ items |
 
 def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, max_bytes: int,
                  timeout_s: float) -> tuple[Rendered | None, dict[int, str]]:
-    """The batch body, and the render errors of items left out (by position in ``events``)."""
+    """The batch body, and the render errors of items left out (by position in ``events``).
+
+    Each item is rendered as the destination renders a single delivery (its ``item_template``, else
+    its ``template``, else the default of its format and ``payload_style``; extra properties
+    included), so a batch carries the same payloads one request each would."""
     fmt = destination["format"]
     batch = destination["batch"]
-    item_source = batch.get("item_template") or DEFAULT_ITEMS[fmt]
-    common = {"destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
-              "extra": destination.get("extra_properties") or {}}
+    as_item = {**destination, "template": batch.get("item_template") or destination.get("template")}
+    if as_item["template"] is None and fmt == "text":
+        as_item["template"] = DEFAULT_ITEMS["text"]
     items: list[str] = []
     included: list[dict[str, Any]] = []
     errors: dict[int, str] = {}
     for position, event in enumerate(events):
-        context = {**common, "event": event, "profile": event.get("profile") or {}, "data": event.get("data") or {},
-                   "system": event.get("system") or {}}
         try:
-            rendered = render_body(item_source, fmt, {**context, "extra": {}}, max_bytes=max_bytes, timeout_s=timeout_s)
+            rendered = render_delivery(as_item, event, max_bytes=max_bytes, timeout_s=timeout_s)
         except RenderError as exc:
             errors[position] = f"render: item: {exc}"
             continue
@@ -43,6 +45,8 @@ def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, m
     if not items:
         return None, errors
     root_source = batch.get("root_template") or DEFAULT_ROOTS[fmt]
-    rendered = render_body(root_source, fmt, {**common, "items": items, "events": included},
-                           max_bytes=max_bytes * max(1, len(items)), timeout_s=timeout_s * 4)
+    context = {"destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
+               "items": items, "events": included, "extra": {}}  # extra properties went into the items
+    rendered = render_body(root_source, fmt, context, max_bytes=max_bytes * max(1, len(items)),
+                           timeout_s=timeout_s * 4)
     return rendered, errors

@@ -9,6 +9,7 @@ is spent, in which case it enqueues its successor so other destinations get thei
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from ..errors import DeliveryError
 from ..outbound_auth import apply_auth, handle_unauthorized
 from ..policies import PolicyStore, Throttle
 from ..rendering import RenderError, render_delivery
-from ..store import keys, new_id, now_ms
+from ..store import keys, now_ms
 from . import queue as pending
 from .aftermath import Aftermath
 from .batch import render_batch
@@ -158,8 +159,12 @@ class Drainer:
         included = [m for n, m in enumerate(members) if n not in item_errors]
         if rendered is None or not included:
             return outcomes
+        if not self._gate(did, [delivery["id"] for delivery, _ in included]):
+            return outcomes  # the policy's rate: the batch goes back to pending and waits
+        # The same deliveries batched again (a retry) carry the same webhook-id.
+        batch_id = "bat_" + hashlib.sha256("|".join(sorted(d["id"] for d, _ in included)).encode()).hexdigest()[:24]
         headers = {**destination.get("headers", {}), "Content-Type": rendered.content_type,
-                   "webhook-id": new_id("bat"), "X-Hookgate-Batch-Size": str(len(included))}
+                   "webhook-id": batch_id, "X-Hookgate-Batch-Size": str(len(included))}
         response, url = self._send(destination, destination["method"], destination["url"], headers,
                                    rendered.body, headers["webhook-id"])
         for delivery, event in included:
