@@ -47,7 +47,8 @@ def _send_email(rt: Runtime, to: str, message: dict[str, Any]) -> None:
     mail = EmailMessage()
     mail["From"] = rt.settings.smtp_from
     mail["To"] = to
-    mail["Subject"] = f"hookgate: destination {message['destination']['name']} was disabled"
+    name = " ".join(str(message["destination"]["name"]).split())  # no CR/LF in a header
+    mail["Subject"] = f"hookgate: destination {name} was disabled"
     mail.set_content(f"{message['detail']}\n\n{json.dumps(message, indent=2)}\n")
     client_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
     with client_class(parts.hostname or "localhost", parts.port or (465 if parts.scheme == "smtps" else 25),
@@ -70,7 +71,7 @@ def notify_once(rt: Runtime, destination: dict[str, Any]) -> None:
     if notify.get("email"):
         try:
             _send_email(rt, notify["email"], message)
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, ValueError) as exc:
             log.warning("notification e-mail to %s failed: %s", notify["email"], exc)
 
 
@@ -87,6 +88,9 @@ def send_due(rt: Runtime, limit: int = 100) -> int:
         # Claim this round first, so several tickers do not all send it.
         interval_ms = int(float(destination["notify"].get("interval_s", 3600)) * 1000)
         if rt.db.zadd(NOTIFY, {destination_id: now_ms() + interval_ms}, xx=True, gt=True, ch=True):
-            notify_once(rt, destination)
+            try:
+                notify_once(rt, destination)
+            except Exception:  # one bad destination must not stop the others' notifications
+                log.exception("notifying about destination %s failed", destination_id)
             sent += 1
     return sent
