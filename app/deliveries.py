@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import redis
@@ -36,7 +37,7 @@ def _shape(raw: dict[str, str]) -> dict[str, Any]:
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, _, member = cursor.partition(":")
-    if not score.isdigit() or not member:
+    if not re.fullmatch(r"[0-9]{1,20}", score) or not member:
         raise ValidationError("invalid query", {"cursor": ["Not a cursor returned by this API."]})
     return int(score), member
 

@@ -77,6 +77,8 @@ class DestinationStore:
         elif fallback and not self.db.hexists(keys.destinations, fallback):
             problems["fail_destination_id"] = [f"No destination {fallback!r}."]
         merged = {**(current or {}), **fields}
+        if merged.get("batch") and merged.get("format") == "form":
+            problems["batch"] = ["Batches are sent as json, xml or text, not form."]
         if (self.https_only or merged.get("https_only")) and str(merged.get("url", "")).lower().startswith("http:"):
             problems["url"] = ["Only https URLs are allowed here (https_only)."]
         profile_id = merged.get("auth_profile_id")
@@ -94,7 +96,9 @@ class DestinationStore:
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.destinations, destination_id)
             bump_config(pipe)
-            removed, _ = pipe.execute()
+            # Its pending deliveries are due now: the next drain closes them as skipped.
+            pipe.zadd(keys.due, {destination_id: now_ms()})
+            removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})
 

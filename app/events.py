@@ -36,6 +36,14 @@ def infer_category(name: str) -> str:
 
 
 def canonical_event(source_id: str, fields: dict[str, Any], *, received_at: dt.datetime) -> dict[str, Any]:
+    """See ``_canonical``; a time that cannot be shown in UTC (year 1 or 9999 with an offset) is a 422."""
+    try:
+        return _canonical(source_id, fields, received_at=received_at)
+    except OverflowError:
+        raise ValidationError("the event's time is out of range", {"time": ["Out of range in UTC."]}) from None
+
+
+def _canonical(source_id: str, fields: dict[str, Any], *, received_at: dt.datetime) -> dict[str, Any]:
     """Give the event its own id (a source's id is kept as ``external_id``) and fill in category and time."""
     name = fields["name"]
     moment = fields.get("time") or received_at

@@ -42,8 +42,8 @@ def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
     delivery = rt.db.hgetall(keys.delivery(delivery_id))
     if not delivery:
         raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
-    if delivery["status"] == "pending":
-        raise Conflict("the delivery is already pending", {"id": delivery_id})
+    if delivery["status"] == "pending" or rt.db.zscore(keys.leases, f"{delivery['destination_id']}|{delivery_id}"):
+        raise Conflict("the delivery is already pending or being sent", {"id": delivery_id})
     if not rt.db.exists(keys.event(delivery["event_id"])):
         raise Conflict("its event has expired and cannot be sent again", {"event_id": delivery["event_id"]})
     with rt.db.pipeline(transaction=True) as pipe:
@@ -100,7 +100,11 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
         with db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
                 pipe.hgetall(keys.delivery(delivery_id))
-            deliveries = [d for d in pipe.execute() if d and d["status"] == replay["status"]]
+                pipe.zscore(keys.leases, f"{replay['destination_id']}|{delivery_id}")
+            found = pipe.execute()
+        # Not one that a worker is sending right now (it would be sent twice).
+        deliveries = [d for d, leased in zip(found[::2], found[1::2]) if d and d["status"] == replay["status"]
+                      and leased is None]
         due = now_ms()
         with db.pipeline(transaction=True) as pipe:
             for delivery in deliveries:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 import marshmallow
@@ -37,6 +38,8 @@ def read_json(*, optional: bool = False) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc.msg}",
                           {"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
+    except RecursionError:
+        raise InvalidJSON("the body is nested too deeply") from None
 
 
 def load(schema: marshmallow.Schema, data: Any, *, partial: bool = False) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def load(schema: marshmallow.Schema, data: Any, *, partial: bool = False) -> dic
 
 def query_limit(default: int = 50, maximum: int = 200) -> int:
     raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
         raise ValidationError("invalid query", {"limit": [f"Must be a whole number from 1 to {maximum}."]})
     return int(raw)
 

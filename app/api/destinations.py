@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
@@ -69,7 +71,7 @@ def stats(destination_id: str):
 
 def _bounded_arg(name: str, default: int, maximum: int) -> int:
     raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
         raise ValidationError("invalid query", {name: [f"Must be a whole number from 1 to {maximum}."]})
     return int(raw)
 

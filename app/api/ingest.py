@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 
 from .. import adapters
 from ..adapters._common import loads_lenient
@@ -50,7 +50,13 @@ def _authenticate(store: SourceStore, source: dict) -> None:
     body = request.get_data(cache=True)
 
     def seen(value: str) -> bool:
-        return bool(rt.db.set(keys.seen_signature(source["id"], value), 1, nx=True, ex=int(tolerance * 2) + 1))
+        # Marked now (so two copies at once cannot both pass); unmarked if the request is not accepted,
+        # so a sender's retry of a request we refused is not taken for a replay.
+        key = keys.seen_signature(source["id"], value)
+        if not rt.db.set(key, 1, nx=True, ex=int(tolerance * 2) + 1):
+            return False
+        g.unmark_on_failure = key
+        return True
 
     secrets = store.signing_secrets(source)
     if signature["type"] == "standard_webhooks":
@@ -78,6 +84,12 @@ def _payload(kind: str):
             raise InvalidJSON("the body is not valid JSON") from None
 
 
+def _unmark_signature(rt) -> None:
+    key = g.pop("unmark_on_failure", None)
+    if key:
+        rt.db.delete(key)
+
+
 @bp.post("/v1/sources/<source_id>/events")
 def ingest(source_id: str):
     rt = runtime()
@@ -94,6 +106,7 @@ def ingest(source_id: str):
     if request_key is not None and not rt.db.set(request_key, IN_PROGRESS, nx=True, ex=60):
         previous = rt.db.get(request_key)
         if previous in (None, IN_PROGRESS):
+            _unmark_signature(rt)
             raise Conflict("a request with this Idempotency-Key is still being processed; retry",
                            {"idempotency_key": idempotency_key})
         return json.loads(previous), 202, {"Idempotent-Replayed": "true"}
@@ -102,6 +115,7 @@ def ingest(source_id: str):
     except Exception:
         if request_key is not None:
             rt.db.delete(request_key)
+        _unmark_signature(rt)
         raise
     if request_key is not None:
         rt.db.set(request_key, json.dumps(body), ex=int(rt.settings.event_retention_s))
@@ -121,7 +135,16 @@ def _accept(rt, source: dict) -> dict:
         if errors and not parsed:
             raise ValidationError(f"none of the {len(payload)} events is valid", errors)
     received_at = dt.datetime.now(dt.timezone.utc)
-    events = [(index, canonical_event(source["id"], fields, received_at=received_at)) for index, fields in parsed]
+    events = []
+    for index, fields in parsed:
+        try:
+            events.append((index, canonical_event(source["id"], fields, received_at=received_at)))
+        except ValidationError as exc:
+            if atomic or not isinstance(payload, list):
+                raise
+            errors[str(index)] = exc.details
+    if errors and not events:
+        raise ValidationError("none of the events is valid", errors)
     outcome = Intake(rt).accept(source["id"], events, from_request=True)
     for index, details in errors.items():
         outcome.results.append({"index": int(index), "status": "rejected", "errors": details})

@@ -82,6 +82,9 @@ class Drainer:
                 sent = self._drain_batch(destination, lease_s)
                 if sent is None:
                     return counts  # nothing due, or a partial batch waiting for more
+                if self.throttle is not None and self.throttle.yielded:
+                    self._yield(destination_id, self.throttle.yielded)  # the policy's rate: wait, do not spin
+                    return counts
                 for outcome in sent:
                     counts[outcome] = counts.get(outcome, 0) + 1
                 self.recorder.flush()
@@ -270,7 +273,18 @@ class Drainer:
             elif raw_event is None:
                 yield self._close(destination_id, delivery, "failed", "the event expired before it was delivered")
             else:
-                yield self._attempt(destination, delivery, json.loads(raw_event))
+                yield self._attempt_safely(destination, delivery, json.loads(raw_event))
+
+    def _attempt_safely(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> str:
+        """An attempt whose unexpected failure is recorded as an error, not left to loop: a delivery
+        that crashed its job would come back with its lease, crash it again, and never end."""
+        try:
+            return self._attempt(destination, delivery, event)
+        except Exception as exc:
+            log.exception("delivery %s failed unexpectedly", delivery["id"])
+            return self._attempt_done(destination, delivery, event, Response(
+                None, error=f"internal: {type(exc).__name__}: {exc}", error_kind="invalid"),
+                destination["method"], destination["url"])
 
     def _attempt(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> str:
         attempt_no = int(delivery["attempts"]) + 1
@@ -317,7 +331,8 @@ class Drainer:
         }
         status, due = outcome, None
         if outcome != "delivered" and (is_retryable(outcome, response.status_code) or response.error_kind == "auth"):
-            delay = next_delay(attempt_no, destination.get("retry_schedule") or DEFAULT_RETRY_SCHEDULE)
+            schedule = destination.get("retry_schedule")  # [] means: no retries
+            delay = next_delay(attempt_no, DEFAULT_RETRY_SCHEDULE if schedule is None else schedule)
             if delay is None:
                 status = "failed"
             else:

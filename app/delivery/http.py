@@ -12,6 +12,7 @@ would refuse) goes through ``Session.request`` itself, so it behaves exactly as 
 from __future__ import annotations
 
 import http.cookiejar
+import re
 
 import time
 from collections import OrderedDict
@@ -146,13 +147,14 @@ class Sender:
         except BlockedDestination as exc:
             return Response(None, error=exc.message, error_kind="blocked", latency_ms=_since(started))
         except requests.Timeout as exc:
-            return Response(None, error=f"timed out after {timeout}s: {exc}", error_kind="timeout",
+            return Response(None, error=_safe(f"timed out after {timeout}s: {exc}"), error_kind="timeout",
                             latency_ms=_since(started))
         except (requests.ConnectionError, ConnectionError) as exc:
-            return Response(None, error=f"connection failed: {exc}", error_kind="connection",
+            return Response(None, error=_safe(f"connection failed: {exc}"), error_kind="connection",
                             latency_ms=_since(started))
         except (requests.RequestException, ValueError) as exc:
-            return Response(None, error=f"invalid request: {exc}", error_kind="invalid", latency_ms=_since(started))
+            return Response(None, error=_safe(f"invalid request: {exc}"), error_kind="invalid",
+                            latency_ms=_since(started))
         # ``response`` is urllib3's response, or requests' when requests handled it (it has ``raw``).
         raw = getattr(response, "raw", response)
         complete = False
@@ -285,6 +287,15 @@ class Sender:
                 store["content-length"] = ("Content-Length", "0")
         store["host"] = ("Host", target.host_header)
         return target, method, dict(store.values()), body
+
+
+_URL_TAIL = re.compile(r"(?P<path>(?:url: |https?://[^\s/]*)/[^\s?'\"]*)\?[^\s'\"]*")
+_USERINFO = re.compile(r"(https?://)[^\s/@]+@")
+
+
+def _safe(error: str) -> str:
+    """An error text without what a URL may carry in its query or userinfo (credentials)."""
+    return _USERINFO.sub(r"\1", _URL_TAIL.sub(r"\g<path>?…", error))
 
 
 class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Mapping
@@ -56,7 +57,7 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", value):
         return min(float(value), MAX_RETRY_AFTER_S)
     try:
         moment = parsedate_to_datetime(value)

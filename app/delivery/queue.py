@@ -99,7 +99,9 @@ def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings
     ids = list(dict.fromkeys(destination_ids))
     if not ids:
         return 0
-    ttl_ms = int(settings.lease_s * 1000)
+    # Long enough for the job to wait in a busy queue: a flag that lapsed while its job waited would
+    # let a second job for the same destination in. A running drain renews it with every chunk.
+    ttl_ms = int(drain_job_timeout(settings) * 1000)
     with db.pipeline(transaction=False) as pipe:
         for did in ids:
             pipe.set(keys.wake(did), "1", nx=True, px=ttl_ms)
