@@ -105,3 +105,16 @@ def test_inputs_that_once_answered_500(client, admin, make_source, post_events):
     response = client.post(f"/v1/sources/{source_id}/events", data=deep, content_type="application/json",
                            headers={"X-Hookgate-Key": key})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
+
+
+def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
+    from app.delivery.recorder import Recorder, outcome_writes
+
+    db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})  # changed since it was read
+    db.zadd(keys.status("pending"), {"dlv_1": 1})
+    recorder = Recorder(db)
+    recorder.submit(outcome_writes("dst_1", "dlv_1", "bounced", "delivered", {"status": "delivered"}, None, 1, None,
+                                   60, 50))
+    recorder.close()
+    assert db.zscore(keys.status("pending"), "dlv_1") is None
+    assert db.zscore(keys.status("delivered"), "dlv_1") == 1

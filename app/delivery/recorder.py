@@ -37,12 +37,14 @@ LINGER_S = 0.005
 
 # ARGV[1]: a JSON array of outcomes, each [delivery key, attempt log key, previous status key, new
 # status key, pending key, retention s, -attempts kept, [field, value, ...], attempt JSON ('' if
-# none), lease member, created ms ('' if the status did not change), delivery id, due ms ('' if not
+# none), lease member, created ms (the score in the status set), delivery id, due ms ('' if not
 # rescheduled), destination id]. Each outcome's writes are those of the MULTI/EXEC this replaces,
 # in the same order. KEYS[1], KEYS[2]: the leases and due sets.
 _RECORD = """
 for _, o in ipairs(cjson.decode(ARGV[1])) do
   local attempts, attempt, created, id, due = o[2], o[9], o[11], o[12], o[13]
+  -- The status the delivery has now (not the one its worker read): the set it leaves.
+  local current = redis.call('HGET', o[1], 'status')
   redis.call('HSET', o[1], unpack(o[8]))
   if attempt ~= '' then
     redis.call('RPUSH', attempts, attempt)
@@ -50,8 +52,9 @@ for _, o in ipairs(cjson.decode(ARGV[1])) do
     redis.call('EXPIRE', attempts, o[6])
   end
   redis.call('ZREM', KEYS[1], o[10])
-  if created ~= '' then
-    redis.call('ZREM', o[3], id)
+  local current_set = current and string.gsub(o[4], '[^:]+$', current) or o[3]
+  if current_set ~= o[4] then
+    redis.call('ZREM', current_set, id)
     redis.call('ZADD', o[4], created, id)
   end
   if due ~= '' then
@@ -79,8 +82,8 @@ def outcome_writes(destination_id: str, delivery_id: str, previous: str, status:
 
     HSET the delivery's ``fields``; with an attempt: RPUSH it to the attempt log, LTRIM the log to
     the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; if the status
-    changed: ZREM the delivery from the previous status set and ZADD it to the new one (scored by
-    ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to the due
+    changed: ZREM the delivery from the set of the status the hash holds when this runs (``previous``
+    only if it has none) and ZADD it to the new one (scored by ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to the due
     set (LT).
     """
     flat: list[str] = []
@@ -89,7 +92,7 @@ def outcome_writes(destination_id: str, delivery_id: str, previous: str, status:
     return [keys.delivery(delivery_id), keys.attempts(delivery_id), keys.status(previous), keys.status(status),
             keys.pending(destination_id), _text(retention_s), _text(-attempts_kept), flat,
             attempt_json if attempt_json is not None else "", f"{destination_id}|{delivery_id}",
-            _text(created) if previous != status else "", delivery_id, _text(due) if due is not None else "",
+            _text(created), delivery_id, _text(due) if due is not None else "",
             destination_id]
 
 
