@@ -19,114 +19,24 @@ Run: ``/path/to/venv/bin/python bench/deliver.py [--events N] [--rounds R] [--rq
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import ctypes
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import pathlib
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
-from typing import Any, Iterator
 
 import redis
 import requests
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-EVENT = {"name": "purchase", "user_id": "u1", "data": {"sku": "A1", "price": 9.99}}
-INGEST_BATCH = 1000
+from _common import (BENCH, EVENT, INGEST_BATCH, BenchError, Receiver, ingest, redis_server, run_burst, tail,
+                     worker_env)
+
 WARMUP_REQUESTS = 500
-WORKER_TIMEOUT_S = 300.0
 TARGET_RATIO = 0.70
 TARGET_RQ_FACTOR = 10.0
-BENCH = pathlib.Path(__file__).resolve().parent
-REPLY = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
-NO_LENGTH = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it set out to measure."""
-
-
-# --- the receiver (its own process) ---------------------------------------------------------------
-class CountingHTTP(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; bodies framed by Content-Length; always 200."""
-
-    transport: asyncio.Transport
-
-    def __init__(self, counter: ctypes.c_longlong) -> None:
-        self.counter = counter
-        self.buffer = bytearray()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).lower()
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"transfer-encoding":
-                    self.transport.write(NO_LENGTH)
-                    self.transport.close()
-                    return
-            if len(self.buffer) < end + 4 + length:
-                return  # the rest of the body is still on its way
-            del self.buffer[: end + 4 + length]
-            self.counter.value += 1
-            self.transport.write(REPLY)
-            if b"\r\nconnection: close" in head:
-                self.transport.close()
-                return
-
-
-def serve(counter: ctypes.c_longlong, port_out: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark stops us, also on Ctrl-C
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: CountingHTTP(counter), "127.0.0.1", 0, backlog=256)
-        port_out.send(server.sockets[0].getsockname()[1])
-        await asyncio.Future()
-
-    asyncio.run(main())
-
-
-class Receiver:
-    """Starts ``serve`` in a spawned process; ``count`` reads its request counter (shared memory)."""
-
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._counter = ctx.RawValue(ctypes.c_longlong, 0)
-        port_in, port_out = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=serve, args=(self._counter, port_out), name="bench-receiver")
-        self._process.start()
-        if not port_in.poll(30):
-            self.stop()
-            raise BenchError("the receiver did not start within 30 s")
-        self.url = f"http://127.0.0.1:{port_in.recv()}/hook"
-
-    @property
-    def count(self) -> int:
-        return self._counter.value
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
 
 
 # --- the two measured clients ---------------------------------------------------------------------
@@ -142,37 +52,10 @@ def post_loop(url: str, body: bytes, n: int) -> float:
         return time.perf_counter() - started
 
 
-def _expect(response: Any, status: int) -> Any:
-    if response.status_code != status:
-        raise BenchError(f"{response.request.path}: expected {status}, got {response.status_code}: "
-                         f"{response.get_data(as_text=True)[:500]}")
-    return response.get_json()
-
-
-def ingest_events(redis_url: str, receiver_url: str, n: int) -> None:
-    """Create a source and a catch-all destination, then ingest ``n`` events (this enqueues the drain job)."""
-    from app import create_app
-
-    flask_app = create_app({"redis_url": redis_url, "admin_token": "bench",
-                            "allowed_networks": "127.0.0.0/8", "log_level": "WARNING"})
-    client = flask_app.test_client()
-    admin = {"Authorization": "Bearer bench"}
-    source = _expect(client.post("/v1/sources", json={"name": "bench"}, headers=admin), 201)
-    _expect(client.post("/v1/destinations", headers=admin,
-                        json={"name": "recv", "url": receiver_url, "events": ["*"]}), 201)
-    for start in range(0, n, INGEST_BATCH):
-        batch = [dict(EVENT, user_id=f"u{i}") for i in range(start, min(n, start + INGEST_BATCH))]
-        _expect(client.post(f"/v1/sources/{source['id']}/events", json=batch,
-                            headers={"X-Hookgate-Key": source["key"]}), 202)
-    flask_app.extensions["hookgate"].db.close()
-
-
 def run_worker(redis_url: str, receiver: Receiver, n: int, log_path: pathlib.Path) -> tuple[float, float]:
     """Start one burst worker; return (seconds until the receiver counted ``n``, seconds to the first)."""
-    env = dict(os.environ, HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8",
-               HOOKGATE_LOG_LEVEL="WARNING")
-    return _run_until_counted([sys.executable, "-m", "app.cli", "worker", "--burst"], env, receiver, n, log_path,
-                              "the worker")
+    return _run_until_counted([sys.executable, "-m", "app.cli", "worker", "--burst"], worker_env(redis_url),
+                              receiver, n, log_path, "the worker")
 
 
 def run_rq_baseline(redis_url: str, receiver: Receiver, body: bytes, n: int,
@@ -197,58 +80,16 @@ def run_rq_baseline(redis_url: str, receiver: Receiver, body: bytes, n: int,
 def _run_until_counted(command: list[str], env: dict[str, str], receiver: Receiver, n: int,
                        log_path: pathlib.Path, what: str) -> tuple[float, float]:
     """Run ``command``; return (seconds until the receiver counted ``n`` more, seconds to the first)."""
-    before, first = receiver.count, 0.0
-    with open(log_path, "wb") as log:
-        started = time.perf_counter()
-        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        while (done := receiver.count - before) < n:
-            elapsed = time.perf_counter() - started
-            first = first or (elapsed if done else 0.0)
-            if worker.poll() is not None or elapsed > WORKER_TIMEOUT_S:
-                state = "running" if worker.returncode is None else f"exited ({worker.returncode})"
-                raise BenchError(f"{what} delivered {done}/{n} in {elapsed:.0f} s "
-                                 f"(limit {WORKER_TIMEOUT_S:.0f} s) and is {state}" + _tail(log_path))
-            time.sleep(0.002)
-        elapsed = time.perf_counter() - started
-        try:
-            code = worker.wait(60)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"{what} (burst) did not exit within 60 s of its last delivery") from None
-        if code != 0 or receiver.count - before != n:
-            raise BenchError(f"{what}: exit code {code}, {receiver.count - before} requests for {n}"
-                             + _tail(log_path))
-        return elapsed, first
-    finally:
-        if worker.poll() is None:
-            worker.terminate()  # RQ: warm shutdown
-            try:
-                worker.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+    before = receiver.count
 
+    def progress() -> tuple[int, int]:
+        done = receiver.count - before
+        return done, done
 
-def _tail(path: pathlib.Path, chars: int = 2000) -> str:
-    text = path.read_text(errors="replace")[-chars:]
-    return f"\n--- worker log (last {chars} characters) ---\n{text}" if text else ""
-
-
-@contextlib.contextmanager
-def redis_server(workdir: pathlib.Path) -> Iterator[tuple[str, str]]:
-    """(url, description): HOOKGATE_REDIS_URL if set, else an embedded Valkey stopped on exit."""
-    if url := os.environ.get("HOOKGATE_REDIS_URL"):
-        yield url, "HOOKGATE_REDIS_URL"  # not the URL itself: it may hold a password
-        return
-    from app.embedded import EmbeddedServer
-
-    server = EmbeddedServer(workdir)
-    server.start()
-    try:
-        yield server.url, "embedded Valkey (appendonly, fsync everysec)"
-    finally:
-        server.stop()
+    elapsed, first, _, code = run_burst(command, env, log_path, what, progress, n)
+    if code != 0 or receiver.count - before != n:
+        raise BenchError(f"{what}: exit code {code}, {receiver.count - before} requests for {n}" + tail(log_path))
+    return elapsed, first
 
 
 def print_table(events: int, rows: list[tuple[float, float, float]]) -> None:
@@ -294,7 +135,7 @@ def main() -> int:
                 baseline = args.events / post_loop(receiver.url, body, args.events)
                 print(f"round {round_no}: ingesting {args.events} events…", file=sys.stderr, flush=True)
                 db.flushdb()
-                ingest_events(url, receiver.url, args.events)
+                ingest(url, {"name": "recv", "url": receiver.url, "events": ["*"]}, args.events)
                 print(f"round {round_no}: hookgate worker…", file=sys.stderr, flush=True)
                 log_path = pathlib.Path(tmp) / f"worker-{round_no}.log"
                 elapsed, first = run_worker(url, receiver, args.events, log_path)

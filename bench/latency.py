@@ -17,10 +17,7 @@ Run: ``/path/to/venv/bin/python bench/latency.py [--rate 200] [--duration 20]``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ctypes
 import json
-import multiprocessing as mp
 import os
 import pathlib
 import signal
@@ -31,118 +28,19 @@ import sys
 import tempfile
 import threading
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import redis
 import requests
 
-from deliver import NO_LENGTH, REPLY, BenchError, redis_server
+from _common import BenchError, Receiver, redis_server, start_child, tail
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-latency-admin-token"
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 150.0
 WARMUP_EVENTS = 40
 START_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60.0
-
-
-# --- the receiver (its own process) ---------------------------------------------------------------
-class LatencyHTTP(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive; bodies framed by Content-Length; records now − data.sent_at; always 200."""
-
-    transport: asyncio.Transport
-
-    def __init__(self, count: Any, latencies: Any, seqs: Any) -> None:
-        self.count, self.latencies, self.seqs = count, latencies, seqs
-        self.buffer = bytearray()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).lower()
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"transfer-encoding":
-                    self.transport.write(NO_LENGTH)
-                    self.transport.close()
-                    return
-            if len(self.buffer) < end + 4 + length:
-                return  # the rest of the body is still on its way
-            body = bytes(self.buffer[end + 4: end + 4 + length])
-            del self.buffer[: end + 4 + length]
-            self._record(body)
-            self.transport.write(REPLY)
-            if b"\r\nconnection: close" in head:
-                self.transport.close()
-                return
-
-    def _record(self, body: bytes) -> None:
-        arrived = time.time()
-        try:
-            data = json.loads(body)["data"]
-            sent_at, seq = float(data["sent_at"]), int(data["seq"])
-        except (ValueError, KeyError, TypeError):
-            return  # not one of ours
-        n = self.count.value
-        if n < len(self.latencies):
-            self.latencies[n] = arrived - sent_at
-            self.seqs[n] = seq
-            self.count.value = n + 1
-
-
-def serve(count: Any, latencies: Any, seqs: Any, port_out: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark stops us, also on Ctrl-C
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: LatencyHTTP(count, latencies, seqs), "127.0.0.1", 0, backlog=256)
-        port_out.send(server.sockets[0].getsockname()[1])
-        await asyncio.Future()
-
-    asyncio.run(main())
-
-
-class LatencyReceiver:
-    """``serve`` in a spawned process; ``take()`` returns (and forgets) what arrived: [(seq, latency s)]."""
-
-    def __init__(self, capacity: int) -> None:
-        ctx = mp.get_context("spawn")
-        self._count = ctx.RawValue(ctypes.c_long, 0)
-        self._latencies = ctx.RawArray(ctypes.c_double, capacity)
-        self._seqs = ctx.RawArray(ctypes.c_long, capacity)
-        port_in, port_out = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=serve, args=(self._count, self._latencies, self._seqs, port_out),
-                                    name="bench-latency-receiver")
-        self._process.start()
-        if not port_in.poll(30):
-            self.stop()
-            raise BenchError("the receiver did not start within 30 s")
-        self.url = f"http://127.0.0.1:{port_in.recv()}/hook"
-
-    @property
-    def count(self) -> int:
-        return self._count.value
-
-    def take(self) -> list[tuple[int, float]]:
-        n = self._count.value
-        got = list(zip(self._seqs[:n], self._latencies[:n]))
-        self._count.value = 0  # only between phases, when nothing is in flight
-        return got
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
 
 
 # --- hookgate's processes -------------------------------------------------------------------------
@@ -160,9 +58,7 @@ class Processes:
         self.children: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with open(self.workdir / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        process = start_child(command, env, self.workdir / f"{name}.log")
         self.children.append((name, process))
         return process
 
@@ -172,8 +68,7 @@ class Processes:
                 raise BenchError(f"{name} exited ({process.returncode})" + self.tail(name))
 
     def tail(self, name: str, chars: int = 2000) -> str:
-        text = (self.workdir / f"{name}.log").read_text(errors="replace")[-chars:]
-        return f"\n--- {name} log (last {chars} characters) ---\n{text}" if text else ""
+        return tail(self.workdir / f"{name}.log", name, chars)
 
     def stop(self) -> None:
         for _, process in self.children:
@@ -269,10 +164,10 @@ def paced_posts(url: str, headers: dict[str, str], expect: int, rate: float, cou
     return time.perf_counter() - started, round_trips
 
 
-def collect(receiver: LatencyReceiver, seqs: range, processes: Processes | None) -> list[tuple[int, float]]:
+def collect(receiver: Receiver, seqs: range, processes: Processes | None) -> list[tuple[int, float]]:
     """Wait until every seq arrived (or the timeout), then take what arrived."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while receiver.count < len(seqs) and time.monotonic() < deadline:
+    while receiver.arrived < len(seqs) and time.monotonic() < deadline:
         if processes is not None:
             processes.check()
         time.sleep(0.05)
@@ -326,13 +221,13 @@ def main() -> int:
     if args.rate <= 0 or not 0 < args.duration <= 600 or args.senders < 1:
         parser.error("--rate must be > 0, --duration in (0, 600], --senders at least 1")
     count = int(args.rate * args.duration)
-    receiver: LatencyReceiver | None = None
+    receiver: Receiver | None = None
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hookgate-latency-") as tmp, \
             redis_server(pathlib.Path(tmp)) as (url, _store):
         processes = Processes(pathlib.Path(tmp))
         try:
-            receiver = LatencyReceiver(capacity=2 * count + 2 * WARMUP_EVENTS + 1000)
+            receiver = Receiver(arrivals=2 * count + 2 * WARMUP_EVENTS + 1000, name="bench-latency-receiver")
             with redis.Redis.from_url(url) as db:
                 db.flushdb()
             json_headers = {"Content-Type": "application/json"}
