@@ -46,12 +46,13 @@ class DestinationStore:
         self._check(destination_id, changes, destination)
         was_enabled = destination.get("enabled", True)
         destination.update(changes, updated_at=now_ms())
-        self._save(destination)
-        if destination.get("enabled", True) and not was_enabled:
-            # Deliveries that waited while it was disabled are due now; the breaker starts afresh.
+        enabled_again = destination.get("enabled", True) and not was_enabled
+        if enabled_again:
             for field in ("disabled_reason", "disabled_detail", "disabled_at"):
                 destination.pop(field, None)
-            self._save(destination)
+        self._save(destination)
+        if enabled_again:
+            # Deliveries that waited while it was disabled are due now; the breaker starts afresh.
             with self.db.pipeline() as pipe:
                 pipe.zadd(keys.due, {destination_id: now_ms()}, lt=True)
                 pipe.zrem(PREFIX + "notify", destination_id)

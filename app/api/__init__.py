@@ -13,7 +13,7 @@ from flask import Flask, current_app, request
 from ..errors import InvalidJSON, Unauthorized, UnsupportedMediaType, ValidationError
 from ..runtime import Runtime
 
-__all__ = ["init_app", "read_json", "load", "runtime", "require_admin", "query_limit"]
+__all__ = ["init_app", "read_json", "load", "runtime", "require_admin", "query_int", "query_limit"]
 
 
 def runtime() -> Runtime:
@@ -52,11 +52,16 @@ def load(schema: marshmallow.Schema, data: Any, *, partial: bool = False) -> dic
         raise ValidationError(f"invalid fields: {fields}" if fields else "invalid body", exc.messages) from None
 
 
-def query_limit(default: int = 50, maximum: int = 200) -> int:
-    raw = request.args.get("limit", str(default))
+def query_int(name: str, default: int, maximum: int) -> int:
+    """A whole-number query parameter from 1 to ``maximum`` (422 otherwise)."""
+    raw = request.args.get(name, str(default))
     if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationError("invalid query", {"limit": [f"Must be a whole number from 1 to {maximum}."]})
+        raise ValidationError("invalid query", {name: [f"Must be a whole number from 1 to {maximum}."]})
     return int(raw)
+
+
+def query_limit(default: int = 50, maximum: int = 200) -> int:
+    return query_int("limit", default, maximum)
 
 
 def require_admin() -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
-from ..errors import ValidationError
 from ..stats import read as read_stats
 from ..rendering import default_template
 from ..schemas import DestinationSchema
-from . import load, query_limit, read_json, require_admin, runtime
+from . import load, query_int, query_limit, read_json, require_admin, runtime
 
 bp = Blueprint("destinations", __name__, url_prefix="/v1/destinations")
 bp.before_request(require_admin)
@@ -64,16 +62,9 @@ def delete(destination_id: str):
 @bp.get("/<destination_id>/stats")
 def stats(destination_id: str):
     _store().get(destination_id)
-    minutes = _bounded_arg("minutes", 60, 120)
-    hours = _bounded_arg("hours", 24, 192)
+    minutes = query_int("minutes", 60, 120)
+    hours = query_int("hours", 24, 192)
     return read_stats(runtime().db, destination_id, minutes=minutes, hours=hours)
-
-
-def _bounded_arg(name: str, default: int, maximum: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationError("invalid query", {name: [f"Must be a whole number from 1 to {maximum}."]})
-    return int(raw)
 
 
 @bp.post("/<destination_id>/enable")

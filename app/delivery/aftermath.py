@@ -42,6 +42,18 @@ def failing_since_key(destination_id: str) -> str:
     return f"{PREFIX}dest:{destination_id}:failing_since"
 
 
+def _own_event(name: str, data: dict[str, Any], about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An event hookgate emits itself (category ``webhook``), about the user of ``about`` if given."""
+    about = about or {}
+    received = isoformat(dt.datetime.now(dt.timezone.utc))
+    return {
+        "id": new_id("evt"), "external_id": None, "source": "hookgate", "category": "webhook", "name": name,
+        "time": received, "received_at": received, "user_id": about.get("user_id"),
+        "anonymous_id": about.get("anonymous_id"), "profile": about.get("profile") or {}, "origin": "hookgate",
+        "channel": about.get("channel"), "data": data, "system": {},
+    }
+
+
 def _json_or_none(text: str) -> Any:
     try:
         return json.loads(text) if text else None
@@ -97,22 +109,14 @@ class Aftermath:
                  if index.names_subscribed(n, "webhook")]
         if not names:  # nobody listens: build nothing
             return
-        received = dt.datetime.now(dt.timezone.utc)
         emitted = []
         for name in names:
-            outcome_event = {
-                "id": new_id("evt"), "external_id": None, "source": "hookgate", "category": "webhook",
-                "name": name, "time": isoformat(received), "received_at": isoformat(received),
-                "user_id": event.get("user_id"), "anonymous_id": event.get("anonymous_id"),
-                "profile": event.get("profile") or {}, "origin": "hookgate", "channel": event.get("channel"),
-                "data": {
-                    "destination_id": destination["id"], "delivery_id": delivery["id"], "event_id": event["id"],
-                    "event_name": event["name"], "attempt": attempt["attempt"], "outcome": outcome,
-                    "status": status, "status_code": attempt["status_code"], "error": attempt["error"],
-                    "response": attempt["response_body"], "json": _json_or_none(attempt["response_body"]),
-                },
-                "system": {},
-            }
+            outcome_event = _own_event(name, {
+                "destination_id": destination["id"], "delivery_id": delivery["id"], "event_id": event["id"],
+                "event_name": event["name"], "attempt": attempt["attempt"], "outcome": outcome,
+                "status": status, "status_code": attempt["status_code"], "error": attempt["error"],
+                "response": attempt["response_body"], "json": _json_or_none(attempt["response_body"]),
+            }, about=event)
             if index.match(outcome_event):
                 emitted.append((0, outcome_event))
         if emitted:
@@ -150,15 +154,9 @@ class Aftermath:
         store.update(destination["id"], {"enabled": False, "disabled_reason": reason, "disabled_detail": detail,
                                          "disabled_at": now_ms()})
         log.warning("destination %s disabled: %s", destination["id"], detail)
-        received = dt.datetime.now(dt.timezone.utc)
-        disabled_event = {
-            "id": new_id("evt"), "external_id": None, "source": "hookgate", "category": "webhook",
-            "name": "destination.disabled", "time": isoformat(received), "received_at": isoformat(received),
-            "user_id": None, "anonymous_id": None, "profile": {}, "origin": "hookgate", "channel": None,
-            "data": {"destination_id": destination["id"], "name": destination["name"], "url": destination["url"],
-                     "reason": reason, "detail": detail},
-            "system": {},
-        }
+        disabled_event = _own_event("destination.disabled", {
+            "destination_id": destination["id"], "name": destination["name"], "url": destination["url"],
+            "reason": reason, "detail": detail})
         self.intake.accept("hookgate", [(0, disabled_event)])
         if destination.get("notify"):
             self.db.zadd(NOTIFY, {destination["id"]: now_ms()})

@@ -107,8 +107,8 @@ class Drainer:
             if destination is not None:
                 self.aftermath.settle(destination, self.settled)
                 self.settled = []
-                if not self.destinations.find(destination_id) or not self.destinations.find(destination_id).get(
-                        "enabled", True):
+                current = self.destinations.find(destination_id)
+                if current is None or not current.get("enabled", True):
                     continue  # disabled by the breaker or a 410: the loop's first check ends the job
             if self.throttle is not None and self.throttle.yielded:
                 self._yield(destination_id, self.throttle.yielded)
