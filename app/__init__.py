@@ -23,7 +23,8 @@ def create_app(test_config: dict[str, Any] | Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    app.extensions["hookgate"] = Runtime(settings)
+    app.extensions["hookgate"] = rt = Runtime(settings)
+    rt.plugins  # load plugins now: a misspelt hook or a clashing preset stops start-up
 
     from . import api, errors
 

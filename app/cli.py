@@ -53,6 +53,7 @@ def worker(burst: bool, name: str | None) -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime.Runtime(settings)
+    rt.plugins  # a misspelt hook or a clashing preset stops the worker before it takes work
     runtime.install(rt)
     if burst:
         run_burst(rt, name)
@@ -200,6 +201,61 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
         if server is not None:
             server.stop()
         click.echo("hookgate: stopped", err=True)
+
+
+def _catalog():
+    """The presets this installation has: plugins' always, users' too when a store is configured."""
+    from .plugins import PluginError, load
+    from .presets import PresetCatalog
+
+    settings = Settings.from_env()
+    try:
+        plugins = load(settings.blocked_plugins)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    db = None
+    if settings.redis_url:
+        from .store import connect
+
+        db = connect(settings.redis_url)
+    return PresetCatalog(db, plugins.presets)
+
+
+@main.group()
+def presets() -> None:
+    """The presets plugins (and users, when HOOKGATE_REDIS_URL is set) provide."""
+
+
+@presets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON, as GET /v1/presets does")
+def presets_list(as_json: bool) -> None:
+    """One line per preset: name, origin, method and format, title."""
+    import json
+
+    items = _catalog().all()
+    if as_json:
+        from .api.presets import summary
+
+        click.echo(json.dumps({"items": [summary(p) for p in items]}, indent=2))
+        return
+    width = max((len(p.name) for p in items), default=10)
+    for preset in items:
+        shape = f"{preset.method} {preset.format}{' batch' if preset.batch else ''}"
+        click.echo(f"{preset.name:<{width}}  {preset.origin:<8}  {shape:<16}  {preset.title}")
+
+
+@presets.command("show")
+@click.argument("name")
+def presets_show(name: str) -> None:
+    """A preset's parameters, request shape, auth and rendered example, as JSON."""
+    import json
+
+    from .presets import public_preset
+
+    preset = _catalog().find(name)
+    if preset is None:
+        raise click.ClickException(f"no preset {name!r}; `hookgate presets list` shows them")
+    click.echo(json.dumps(public_preset(preset), indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

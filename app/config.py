@@ -30,6 +30,11 @@ def parse_duration(value: str | int | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def parse_names(value: str) -> tuple[str, ...]:
+    """``"a, b"`` → ``("a", "b")`` (sorted, so equal lists compare equal)."""
+    return tuple(sorted({name.strip() for name in value.split(",") if name.strip()}))
+
+
 def parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
@@ -69,6 +74,7 @@ class Settings:
     smtp_url: str | None = None
     https_only: bool = False
     smtp_from: str = "hookgate@localhost"
+    blocked_plugins: tuple[str, ...] = ()
 
     # name of the field → (environment variable, parser)
     ENV = {
@@ -91,6 +97,7 @@ class Settings:
         "smtp_url": ("HOOKGATE_SMTP_URL", str),
         "https_only": ("HOOKGATE_HTTPS_ONLY", parse_bool),
         "smtp_from": ("HOOKGATE_SMTP_FROM", str),
+        "blocked_plugins": ("HOOKGATE_BLOCK_PLUGINS", parse_names),
     }
 
     @classmethod

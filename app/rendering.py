@@ -28,6 +28,7 @@ __all__ = [
     "Rendered",
     "compile_template",
     "default_template",
+    "install_extensions",
     "render_body",
     "render_delivery",
     "validate_template",
@@ -161,6 +162,12 @@ def _toxml(value: Any, root: str = "item") -> str:
     return f"<{tag}>{inner}</{tag}>"
 
 
+def _url_path(value: Any) -> str:
+    """The path and query of a URL (a Slack webhook URL keeps its secret path under a replaced base)."""
+    parts = urllib.parse.urlsplit(str(value))
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def _bounded_range(*args: int) -> Iterator[int]:
     for number in range(*args):
         if number % 1000 == 0:
@@ -190,12 +197,28 @@ def _make_env(undefined: type[Undefined]) -> _Environment:
     env.filters["epoch"] = _epoch
     env.filters["toxml"] = _toxml
     env.filters["flatten"] = _flatten
+    env.filters["url_path"] = _url_path
     env.globals["range"] = _bounded_range
     return env
 
 
 ENV = _make_env(ChainableUndefined)
 JSON_ENV = _make_env(JSONUndefined)
+BUILTIN_NAMES = frozenset(ENV.filters) | frozenset(ENV.globals)
+_installed: dict[str, set[str]] = {"filters": set(), "globals": set()}
+
+
+def install_extensions(filters: dict[str, Any], globals_: dict[str, Any]) -> None:
+    """Plugins' filters and globals, in every template environment (replacing those installed before)."""
+    for env in (ENV, JSON_ENV):
+        for name in _installed["filters"]:
+            env.filters.pop(name, None)
+        for name in _installed["globals"]:
+            env.globals.pop(name, None)
+        env.filters.update(filters)
+        env.globals.update(globals_)
+    _installed["filters"], _installed["globals"] = set(filters), set(globals_)
+    compile_template.cache_clear()
 
 
 def validate_template(source: str, field: str = "template") -> None:
@@ -253,7 +276,7 @@ def render_body(
 
 
 def render_delivery(destination: dict[str, Any], event: dict[str, Any], *, max_bytes: int,
-                    timeout_s: float) -> Rendered:
+                    timeout_s: float, params: dict[str, Any] | None = None) -> Rendered:
     """The body of one delivery: the destination's template (or its style's default) over the event."""
     fmt = destination["format"]
     source = destination.get("template")
@@ -269,6 +292,7 @@ def render_delivery(destination: dict[str, Any], event: dict[str, Any], *, max_b
         # a follow-up to an outcome event: {{ webhook.json.id }}, {{ webhook.status_code }}
         "webhook": (event.get("data") or {}) if event.get("category") == "webhook" else {},
         "xml_root": XML_ROOTS.get(event.get("category", ""), "event"),
+        "params": params or {},  # a preset's parameters
     }
     return render_body(source, fmt, context, max_bytes=max_bytes, timeout_s=timeout_s)
 

@@ -52,6 +52,19 @@ class Runtime:
         return Router(self.db)
 
     @cached_property
+    def plugins(self):
+        """Loaded when the runtime is built (``create_app``, a worker): a misspelt hook stops start-up."""
+        from .plugins import load
+
+        return load(self.settings.blocked_plugins)
+
+    @property
+    def presets(self):
+        from .presets import PresetCatalog
+
+        return PresetCatalog(self.db, self.plugins.presets)
+
+    @cached_property
     def sender(self):
         from .delivery.http import Sender
 

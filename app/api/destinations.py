@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
+from ..presets import from_preset_body, patch_preset_params, public_state
 from ..stats import read as read_stats
 from ..rendering import default_template
 from ..schemas import DestinationSchema
@@ -21,8 +22,11 @@ def _store() -> DestinationStore:
 
 
 def _show(destination: dict) -> dict:
-    """The destination as stored, plus the body template actually used when none was given."""
+    """The destination as stored (a preset's secrets masked), plus the body template actually used
+    when none was given."""
     shown = dict(destination)
+    if destination.get("preset"):
+        shown["preset"] = public_state(destination["preset"])
     shown["template_in_use"] = destination.get("template") or default_template(
         destination["format"], destination.get("payload_style") or "canonical")
     return shown
@@ -30,7 +34,12 @@ def _show(destination: dict) -> dict:
 
 @bp.post("")
 def create():
-    return _show(_store().create(load(_schema, read_json()))), 201
+    body = read_json()
+    if isinstance(body, dict) and "preset" in body:
+        rt = runtime()
+        fields, state = from_preset_body(rt.presets, rt.secrets, body)
+        return _show(_store().create({**load(_schema, fields), "preset": state})), 201
+    return _show(_store().create(load(_schema, body))), 201
 
 
 @bp.get("")
@@ -49,8 +58,17 @@ def get(destination_id: str):
 
 @bp.patch("/<destination_id>")
 def update(destination_id: str):
-    changes = load(_schema, read_json(), partial=True)
-    return _show(_store().update(destination_id, changes))
+    body = read_json()
+    store = _store()
+    destination = store.get(destination_id)
+    if isinstance(body, dict) and destination.get("preset") and ("params" in body or "url" in body):
+        rt = runtime()
+        url, state = patch_preset_params(rt.presets, rt.secrets, destination, body)
+        changes = {**load(_schema, {k: v for k, v in body.items() if k != "params"}, partial=True), **url,
+                   "preset": state}
+    else:
+        changes = load(_schema, body, partial=True)
+    return _show(store.update(destination_id, changes))
 
 
 @bp.delete("/<destination_id>")

@@ -20,7 +20,7 @@ DEFAULT_ROOTS = {"json": '[{{ items | join(",") }}]', "xml": "<events>{{ items |
 
 
 def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, max_bytes: int,
-                 timeout_s: float) -> tuple[Rendered | None, dict[int, str]]:
+                 timeout_s: float, params: dict[str, Any] | None = None) -> tuple[Rendered | None, dict[int, str]]:
     """The batch body, and the render errors of items left out (by position in ``events``).
 
     Each item is rendered as the destination renders a single delivery (its ``item_template``, else
@@ -36,7 +36,7 @@ def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, m
     errors: dict[int, str] = {}
     for position, event in enumerate(events):
         try:
-            rendered = render_delivery(as_item, event, max_bytes=max_bytes, timeout_s=timeout_s)
+            rendered = render_delivery(as_item, event, max_bytes=max_bytes, timeout_s=timeout_s, params=params)
         except RenderError as exc:
             errors[position] = f"render: item: {exc}"
             continue
@@ -46,7 +46,7 @@ def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, m
         return None, errors
     root_source = batch.get("root_template") or DEFAULT_ROOTS[fmt]
     context = {"destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
-               "items": items, "events": included, "extra": {}}  # extra properties went into the items
+               "items": items, "events": included, "extra": {}, "params": params or {}}  # extra properties went into the items
     rendered = render_body(root_source, fmt, context, max_bytes=max_bytes * max(1, len(items)),
                            timeout_s=timeout_s * 4)
     return rendered, errors

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import runtime
 from ..auth_profiles import AuthProfileStore
@@ -28,6 +28,7 @@ from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
 from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay, retry_after_s
+from ..presets import Preset, Verdict, request_parts
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]
@@ -36,6 +37,21 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS_KEPT = 50
 LEASE_MARGIN_S = 5.0
+
+
+class PresetRequest(NamedTuple):
+    """A preset destination's request parts: real URL, URL to log, headers, parameter values, the
+    plugin's preset (None for a user preset or a removed plugin) and its screening of events."""
+
+    url: str | None
+    log_url: str | None
+    headers: dict[str, str]
+    params: dict[str, Any]
+    plugin: Preset | None
+    skip: Any
+
+
+NO_PRESET = PresetRequest(None, None, {}, {}, None, None)
 
 
 def drain_destination(destination_id: str) -> dict[str, int]:
@@ -52,6 +68,7 @@ class Drainer:
         self.recorder = Recorder(rt.db)
         self.aftermath = Aftermath(rt)
         self.throttle: Throttle | None = None
+        self._presets: dict[tuple[str, Any], PresetRequest] = {}
         self.settled: list[str] = []  # outcomes of this chunk, for statistics and the breaker
         self.deadline = float("inf")
 
@@ -148,12 +165,27 @@ class Drainer:
                 outcomes.append(self._close(did, delivery, "failed", "the event expired before it was delivered"))
             else:
                 members.append((delivery, json.loads(raw_events[delivery["event_id"]])))
+        try:
+            preset = self.preset_request(destination)
+        except RenderError as exc:  # its secrets do not decrypt, or its URL does not render
+            failed = Response(None, error=f"render: {exc}", error_kind="invalid")
+            return outcomes + [self._attempt_done(destination, delivery, event, failed, destination["method"],
+                                                  destination["url"]) for delivery, event in members]
+        if preset.skip is not None:
+            kept = []
+            for delivery, event in members:
+                reason = preset.skip(event, preset.params)
+                if reason:
+                    outcomes.append(self._close(did, delivery, "skipped", reason))
+                else:
+                    kept.append((delivery, event))
+            members = kept
         if not members:
             return outcomes
         try:
             rendered, item_errors = render_batch(destination, [event for _, event in members],
                                                  max_bytes=self.settings.template_max_bytes,
-                                                 timeout_s=self.settings.template_timeout_s)
+                                                 timeout_s=self.settings.template_timeout_s, params=preset.params)
         except RenderError as exc:
             rendered, item_errors = None, {n: f"render: root: {exc}" for n in range(len(members))}
         for position, error in item_errors.items():
@@ -166,12 +198,15 @@ class Drainer:
             return outcomes  # the policy's rate: the batch goes back to pending and waits
         # The same deliveries batched again (a retry) carry the same webhook-id.
         batch_id = "bat_" + hashlib.sha256("|".join(sorted(d["id"] for d, _ in included)).encode()).hexdigest()[:24]
-        headers = {**destination.get("headers", {}), "Content-Type": rendered.content_type,
+        headers = {**preset.headers, **destination.get("headers", {}), "Content-Type": rendered.content_type,
                    "webhook-id": batch_id, "X-Hookgate-Batch-Size": str(len(included))}
-        response, url = self._send(destination, destination["method"], destination["url"], headers,
-                                   rendered.body, headers["webhook-id"])
+        url = preset.url or destination["url"]
+        response, url = self.send(destination, destination["method"], url, headers,
+                                   rendered.body, headers["webhook-id"], preset.log_url)
+        verdict = self.preset_verdict(preset, response, [event["id"] for _, event in included])
         for delivery, event in included:
-            outcomes.append(self._attempt_done(destination, delivery, event, response, destination["method"], url))
+            outcomes.append(self._attempt_done(destination, delivery, event, response, destination["method"], url,
+                                               verdict.for_item(event["id"]) if verdict is not None else None))
         return outcomes
 
     def _admitted(self, destination: dict[str, Any], lease_s: float) -> bool:
@@ -289,34 +324,73 @@ class Drainer:
     def _attempt(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> str:
         attempt_no = int(delivery["attempts"]) + 1
         method = destination["method"]
-        url = destination["url"]
+        url = log_url = destination["url"]
+        verdict = None
         try:
+            preset = self.preset_request(destination)
+            if preset.skip is not None:
+                reason = preset.skip(event, preset.params)
+                if reason:
+                    return self._close(destination["id"], delivery, "skipped", reason)
             rendered = render_delivery(destination, event, max_bytes=self.settings.template_max_bytes,
-                                       timeout_s=self.settings.template_timeout_s)
+                                       timeout_s=self.settings.template_timeout_s, params=preset.params)
         except RenderError as exc:
             response = Response(None, error=f"render: {exc}", error_kind="invalid")
         else:
             headers = {
+                **preset.headers,
                 **destination.get("headers", {}),
                 "Content-Type": rendered.content_type,
                 "webhook-id": event["id"],
                 "X-Hookgate-Delivery": delivery["id"],
                 "X-Hookgate-Attempt": str(attempt_no),
             }
+            url, log_url = preset.url or url, preset.log_url or url
             body: bytes | None = rendered.body
             if method == "GET":
                 if destination["format"] == "form" and rendered.body:
                     url = url + ("&" if "?" in url else "?") + rendered.body.decode()
+                    log_url = log_url + ("&" if "?" in log_url else "?") + rendered.body.decode()
                 body = None
                 headers.pop("Content-Type")
-            response, url = self._send(destination, method, url, headers, body, event["id"])
-        return self._attempt_done(destination, delivery, event, response, method, url)
+            response, log_url = self.send(destination, method, url, headers, body, event["id"], log_url)
+            verdict = self.preset_verdict(preset, response, [event["id"]])
+        return self._attempt_done(destination, delivery, event, response, method, log_url, verdict)
+
+    def preset_request(self, destination: dict[str, Any]) -> "PresetRequest":
+        """What a preset adds to this destination's requests (nothing for a plain destination); its
+        secrets are decrypted once per change of the destination, not once per delivery."""
+        if not destination.get("preset"):
+            return NO_PRESET
+        key = (destination["id"], destination.get("updated_at"))
+        cached = self._presets.get(key)
+        if cached is None:
+            url, log_url, headers, params = request_parts(destination, self.rt.secrets)
+            plugin_preset = self.rt.plugins.presets.get(destination["preset"]["name"])
+            cached = PresetRequest(url, log_url, headers, params, plugin_preset,
+                                   plugin_preset.screen if plugin_preset is not None else None)
+            self._presets = {key: cached}
+        return cached
+
+    def preset_verdict(self, preset: "PresetRequest", response: Response, references: list[str]) -> Verdict | None:
+        """The preset plugin's reading of the answer (a 200 that says it failed; per-message outcomes)."""
+        if preset.plugin is None:
+            return None
+        try:
+            return self.rt.plugins.classify(preset.plugin, response, references)
+        except Exception:  # a plugin's bug must not lose the attempt: hookgate's own rule applies
+            log.exception("classify_response failed for preset %s", preset.plugin.name)
+            return None
 
     def _attempt_done(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any],
-                      response: Response, method: str, url: str) -> str:
-        """Record one delivery's attempt, schedule its retry, and do what follows it."""
+                      response: Response, method: str, url: str, verdict: Verdict | None = None) -> str:
+        """Record one delivery's attempt, schedule its retry, and do what follows it. ``verdict`` is a
+        preset's classification of the response, which wins over hookgate's rule by status code."""
         attempt_no = int(delivery["attempts"]) + 1
-        outcome = classify(response)
+        outcome = verdict.outcome if verdict is not None else classify(response)
+        error = response.error
+        if verdict is not None and verdict.reason:
+            error = verdict.reason if not error else f"{error}; {verdict.reason}"
         attempt = {
             "attempt": attempt_no,
             "at": now_ms(),
@@ -325,18 +399,21 @@ class Drainer:
             "status_code": response.status_code,
             "latency_ms": response.latency_ms,
             "outcome": outcome,
-            "error": response.error,
+            "error": error,
             "response_body": response.body,
             "response_headers": response.headers,
         }
         status, due = outcome, None
-        if outcome != "delivered" and (is_retryable(outcome, response.status_code) or response.error_kind == "auth"):
+        retryable = (outcome == "bounced" if verdict is not None
+                     else is_retryable(outcome, response.status_code) or response.error_kind == "auth")
+        if outcome != "delivered" and retryable:
             schedule = destination.get("retry_schedule")  # [] means: no retries
             delay = next_delay(attempt_no, DEFAULT_RETRY_SCHEDULE if schedule is None else schedule)
             if delay is None:
                 status = "failed"
             else:
-                asked = retry_after_s(response.headers)
+                asked = verdict.retry_after_s if verdict is not None and verdict.retry_after_s is not None \
+                    else retry_after_s(response.headers)
                 if asked is not None:  # never sooner than the receiver asked, within a day
                     delay = max(delay, asked)
                 due = now_ms() + int(delay * 1000)
@@ -347,19 +424,22 @@ class Drainer:
         self.aftermath.after(destination, delivery, event, attempt, status, outcome)
         return outcome
 
-    def _send(self, destination: dict[str, Any], method: str, url: str, headers: dict[str, str],
-              body: bytes | None, event_id: str) -> tuple[Response, str]:
+    def send(self, destination: dict[str, Any], method: str, url: str, headers: dict[str, str],
+              body: bytes | None, event_id: str, log_url: str | None = None) -> tuple[Response, str]:
         """Send, with the destination's auth profile applied (and one retry with a fresh OAuth
-        token on a 401). Returns the response and the URL to log (never one with credentials)."""
+        token on a 401). Returns the response and the URL to log (never one with credentials):
+        ``log_url`` when the caller's URL carries a preset's secrets."""
+        log_url = log_url or url
         timeout = float(destination["timeout_s"])
         if (self.settings.https_only or destination.get("https_only")) and not url.lower().startswith("https:"):
-            return Response(None, error="refused: only https URLs are allowed (https_only)", error_kind="invalid"), url
+            return Response(None, error="refused: only https URLs are allowed (https_only)",
+                            error_kind="invalid"), log_url
         profile_id = destination.get("auth_profile_id")
         if not profile_id:
-            return self.rt.sender.send(method, url, headers, body, timeout), url
+            return self.rt.sender.send(method, url, headers, body, timeout), log_url
         profile = AuthProfileStore(self.db, self.rt.secrets).find(profile_id)
         if profile is None:
-            return Response(None, error="its auth profile was deleted", error_kind="invalid"), url
+            return Response(None, error="its auth profile was deleted", error_kind="invalid"), log_url
         for first in (True, False):
             try:
                 prepared = apply_auth(profile, self.rt.secrets, self.db, method=method, url=url, headers=dict(headers),
@@ -367,13 +447,13 @@ class Drainer:
                                       allowed_networks=self.settings.allowed_networks, timeout=timeout)
             except DeliveryError as exc:
                 kind = "auth" if (exc.details or {}).get("retryable") else "invalid"
-                return Response(None, error=f"auth: {exc.message}", error_kind=kind), url
+                return Response(None, error=f"auth: {exc.message}", error_kind=kind), log_url
             response = self.rt.sender.send(method, prepared.url, prepared.headers, body, timeout,
                                            cert=prepared.cert, verify=prepared.verify)
             if first and response.status_code == 401 and handle_unauthorized(profile, self.db, prepared):
                 continue
-            return response, prepared.safe_url
-        return response, prepared.safe_url
+            return response, prepared.safe_url if log_url == url else log_url
+        return response, prepared.safe_url if log_url == url else log_url
 
     def _close(self, destination_id: str, delivery: dict[str, str], status: str, reason: str) -> str:
         self._record(destination_id, delivery, status, None, None, reason=reason)

@@ -12,6 +12,7 @@ would refuse) goes through ``Session.request`` itself, so it behaves exactly as 
 from __future__ import annotations
 
 import http.cookiejar
+import json as _json
 import re
 
 import time
@@ -120,6 +121,15 @@ class Response:
     latency_ms: float = 0.0
     error: str | None = None
     error_kind: str | None = None  # timeout | connection | blocked | invalid
+
+    def json(self) -> Any:
+        """The body (its first 64 KB) parsed as JSON, or None when it is not JSON."""
+        if not self.body:
+            return None
+        try:
+            return _json.loads(self.body)
+        except ValueError:
+            return None
 
 
 class Sender:

@@ -1,0 +1,98 @@
+"""``/v1/presets``: the presets plugins registered, and the users' own (saved from a destination)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from marshmallow import Schema, fields, validate
+
+from ..destinations import DestinationStore
+from ..errors import ValidationError
+from ..presets import PARAM_TYPES, Preset, public_preset
+from ..rendering import default_template
+from ..schemas import FORMATS, METHODS
+from . import load, read_json, require_admin, runtime
+
+bp = Blueprint("presets", __name__, url_prefix="/v1/presets")
+bp.before_request(require_admin)
+
+
+class ParamSchema(Schema):
+    name = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$"))
+    type = fields.String(load_default="string", validate=validate.OneOf(PARAM_TYPES))
+    required = fields.Boolean(load_default=False)
+    secret = fields.Boolean(load_default=False)
+    default = fields.Raw(load_default=None, allow_none=True)
+    description = fields.String(load_default="", validate=validate.Length(max=1000))
+    choices = fields.List(fields.Raw(), load_default=list, validate=validate.Length(max=100))
+
+
+class UserPresetSchema(Schema):
+    """A user's preset: a destination's request, with ``{{ params.x }}`` where later users fill in."""
+
+    name = fields.String(required=True, validate=validate.Length(3, 100))
+    title = fields.String(load_default=None, validate=validate.Length(1, 200))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    from_destination = fields.String(load_default=None, validate=validate.Length(max=64))
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    path = fields.String(validate=validate.Length(max=2048))
+    method = fields.String(validate=validate.OneOf(METHODS))
+    format = fields.String(validate=validate.OneOf(FORMATS))
+    headers = fields.Dict(keys=fields.String(validate=validate.Length(1, 200)), values=fields.String())
+    template = fields.String(allow_none=True, validate=validate.Length(max=64 * 1024))
+    params = fields.List(fields.Nested(ParamSchema), load_default=list, validate=validate.Length(max=50))
+
+
+def summary(preset: Preset) -> dict[str, Any]:
+    return {"name": preset.name, "title": preset.title, "description": preset.description,
+            "origin": preset.origin, "method": preset.method, "format": preset.format,
+            "batch": bool(preset.batch), "auth": preset.auth,
+            "params": [p.name for p in preset.params]}
+
+
+@bp.get("")
+def list_presets():
+    return {"items": [summary(p) for p in runtime().presets.all()]}
+
+
+@bp.get("/<name>")
+def get(name: str):
+    return public_preset(runtime().presets.get(name))
+
+
+@bp.post("")
+def create():
+    data = load(UserPresetSchema(), read_json())
+    source = data.pop("from_destination")
+    base: dict[str, Any] = {}
+    if source:
+        destination = DestinationStore(runtime().db).get(source)
+        state = destination.get("preset")
+        base = {
+            "method": destination["method"], "format": destination["format"],
+            "base_url": state["base_url"] if state else destination["url"],
+            "path": state["path"] if state else "",
+            "headers": {**(state["headers"] if state else {}), **destination.get("headers", {})},
+            "template": destination.get("template") or default_template(
+                destination["format"], destination.get("payload_style") or "canonical"),
+            "batch": destination.get("batch"), "timeout_s": destination["timeout_s"],
+        }
+    elif "base_url" not in data:
+        raise ValidationError("a preset needs base_url, or from_destination to copy one",
+                              {"base_url": ["Missing data for required field."]})
+    merged = {**base, **{k: v for k, v in data.items() if v is not None or k == "template"}}
+    merged["title"] = data["title"] or data["name"]
+    merged["params"] = [{k: v for k, v in p.items() if k != "choices" or v} for p in data["params"]]
+    try:
+        preset = Preset.from_data(merged, origin="user")
+    except ValueError as exc:
+        raise ValidationError(f"invalid preset: {exc}", {"name": [str(exc)]}) from None
+    runtime().presets.save_user_preset(preset)
+    return public_preset(preset), 201
+
+
+@bp.delete("/<name>")
+def delete(name: str):
+    runtime().presets.delete_user_preset(name)
+    return "", 204

@@ -1,0 +1,101 @@
+"""The plugin manager: hookgate's built-in plugins and anyone's, loaded the same way.
+
+Built-ins live in ``plugins/`` (``slack``, ``zapier``, ``meta``, ``sms``); third-party plugins are
+packages with an entry point in the ``hookgate`` group. ``HOOKGATE_BLOCK_PLUGINS`` names plugins
+(built-in module names or entry-point names) not to load. ``check_pending()`` runs before anything is
+used, so a function marked ``@hookimpl`` under a name that is no hook stops start-up.
+
+One process loads its plugins once per block list (``load``); what they register (presets, template
+filters and globals) is collected into a ``Plugins`` registry.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .presets import Preset, Verdict
+from .rendering import BUILTIN_NAMES, install_extensions
+
+__all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginError", "Plugins", "load"]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PLUGINS = ("slack", "zapier", "meta", "sms")
+ENTRY_POINT_GROUP = "hookgate"
+
+
+class PluginError(RuntimeError):
+    """A plugin cannot be loaded: a misspelt hook, a clashing name, a bad preset."""
+
+
+class Plugins:
+    def __init__(self, manager: pluggy.PluginManager):
+        self.manager = manager
+        self.presets: dict[str, Preset] = {}
+        self.filters: dict[str, Any] = {}
+        self.globals: dict[str, Any] = {}
+        for plugin_name, plugin in manager.list_name_plugin():
+            self._collect(plugin_name or "?", plugin)
+        install_extensions(self.filters, self.globals)
+
+    def _collect(self, plugin_name: str, plugin: Any) -> None:
+        caller = self.manager.subset_hook_caller  # call one plugin's hooks only: errors name their plugin
+        others = [p for p in self.manager.get_plugins() if p is not plugin]
+        found: list[Preset] = []
+        caller("register_presets", others)(register=found.append)
+        for preset in found:
+            if not isinstance(preset, Preset):
+                raise PluginError(f"plugin {plugin_name!r} registered {preset!r}, not an app.presets.Preset")
+            if preset.name in self.presets:
+                raise PluginError(f"plugin {plugin_name!r}: preset {preset.name!r} is registered twice")
+            preset.origin = plugin_name
+            self.presets[preset.name] = preset
+        for kind, target in (("register_template_filters", self.filters), ("register_template_globals", self.globals)):
+            for extensions in caller(kind, others)():
+                for name, value in (extensions or {}).items():
+                    if name in target or name in BUILTIN_NAMES:
+                        raise PluginError(f"plugin {plugin_name!r}: template name {name!r} is taken")
+                    target[name] = value
+
+    def names(self) -> list[str]:
+        return sorted(name for name, _ in self.manager.list_name_plugin() if name)
+
+    def classify(self, preset: Preset, response: Any, references: list[str]) -> Verdict | None:
+        verdict = self.manager.hook.classify_response(preset=preset, response=response, references=references)
+        if verdict is not None and not isinstance(verdict, Verdict):
+            raise PluginError(f"classify_response for {preset.name!r} returned {verdict!r}, not a Verdict")
+        return verdict
+
+
+def make_manager(blocked: tuple[str, ...] = (), *, entry_points: bool = True,
+                 extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in blocked:
+        manager.set_blocked(name)
+    for name in BUILTIN_PLUGINS:
+        if not manager.is_blocked(name):
+            manager.register(importlib.import_module(f"plugins.{name}"), name=name)
+    if entry_points:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for plugin in extra:
+        manager.register(plugin)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+    return manager
+
+
+@functools.lru_cache(maxsize=8)
+def load(blocked: tuple[str, ...] = (), extra: tuple[Any, ...] = ()) -> Plugins:
+    """The plugins of this process (built-ins, entry points, ``extra``), once per block list."""
+    plugins = Plugins(make_manager(blocked, extra=extra))
+    log.info("plugins: %s; presets: %s", ", ".join(plugins.names()), ", ".join(sorted(plugins.presets)))
+    return plugins

@@ -1,0 +1,429 @@
+"""Presets: ready destination templates, contributed by plugins or saved by users.
+
+A preset says how to reach one kind of receiver: method, base URL and path, format, headers, body
+template (or a batch's item and root templates), and the parameters a user fills in. Its path,
+headers and templates are Jinja over ``params``; secret parameters are encrypted in the destination
+and only revealed on the way out (never in a response, an export or the delivery log).
+
+Every preset takes a ``url`` parameter that replaces its base URL (a proxy, a regional endpoint, a
+local test receiver); the path is kept.
+
+A destination made from a preset stores what it needs to send (path and header patterns, public
+parameters, encrypted secrets) under ``destination["preset"]``, so it keeps working if the plugin is
+later removed; the plugin adds its classification of answers (``classify_response``) and its
+screening of events (``Preset.screen``) while it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import marshmallow
+from marshmallow import fields as mf
+from marshmallow import validate
+
+from .errors import NotFound, ValidationError
+from .rendering import RenderError, render_body, validate_template
+from .secrets import SecretBox
+
+__all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "Verdict", "load_preset", "public_preset",
+           "request_parts", "resolve_params", "preset_destination", "masked_params", "SAMPLE_EVENT"]
+
+MASK = "••••••"
+URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
+PARAM_TYPES = ("string", "text", "integer", "number", "boolean", "url", "list", "object")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
+PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+# Non-personal sample data for examples and ``POST /v1/destinations/<id>/test``.
+SAMPLE_EVENT: dict[str, Any] = {
+    "id": "evt_sample_0001",
+    "name": "order_completed",
+    "category": "activity",
+    "time": "2026-01-01T12:00:00+00:00",
+    "source_id": "src_sample",
+    "origin": "generic",
+    "channel": None,
+    "user_id": "user_123",
+    "anonymous_id": None,
+    "profile": {"email": "jane.doe@example.com", "phone": "+15555550100", "first_name": "Jane",
+                "last_name": "Doe", "city": "Springfield", "country": "US", "zip": "12345"},
+    "data": {"order_id": "A-1001", "value": 42.5, "currency": "USD", "message": "Your order A-1001 is on its way."},
+    "system": {},
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str = "string"
+    required: bool = False
+    secret: bool = False
+    default: Any = None
+    description: str = ""
+    choices: tuple[Any, ...] = ()
+    max_length: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required,
+                                 "secret": self.secret, "default": self.default, "description": self.description}
+        if self.choices:
+            shown["choices"] = list(self.choices)
+        for bound in ("minimum", "maximum"):
+            if getattr(self, bound) is not None:
+                shown[bound] = getattr(self, bound)
+        return shown
+
+    def field(self) -> mf.Field:
+        """The marshmallow field that checks a value given for this parameter."""
+        kinds: dict[str, Callable[..., mf.Field]] = {
+            "string": mf.String, "text": mf.String, "integer": mf.Integer, "number": mf.Float,
+            "boolean": mf.Boolean, "list": lambda **kw: mf.List(mf.Raw(), **kw), "object": mf.Dict,
+            "url": lambda **kw: mf.Url(schemes={"http", "https"}, require_tld=False, **kw),
+        }
+        checks: list[Any] = []
+        if self.choices:
+            checks.append(validate.OneOf(self.choices))
+        if self.minimum is not None or self.maximum is not None:
+            checks.append(validate.Range(self.minimum, self.maximum))
+        if self.type in ("string", "text", "url"):
+            checks.append(validate.Length(max=self.max_length or (40000 if self.type == "text" else 2048)))
+        options: dict[str, Any] = {"validate": checks, "required": self.required}
+        if self.type in ("integer", "number"):
+            options["strict"] = True if self.type == "integer" else False
+        return kinds[self.type](**options)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A preset's reading of an answer: ``outcome`` is delivered, error or bounced (retried).
+
+    ``items`` maps event ids of a batch to their own verdicts (per-message outcomes)."""
+
+    outcome: str
+    reason: str | None = None
+    retry_after_s: float | None = None
+    items: dict[str, "Verdict"] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in ("delivered", "error", "bounced"):
+            raise ValueError(f"a verdict's outcome is delivered, error or bounced, not {self.outcome!r}")
+
+    def for_item(self, reference: str) -> "Verdict":
+        return self.items.get(reference, self)
+
+
+@dataclass
+class Preset:
+    name: str
+    title: str
+    base_url: str
+    description: str = ""
+    method: str = "POST"
+    path: str = ""
+    format: str = "json"
+    headers: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    batch: dict[str, Any] | None = None  # {"size", "max_size", "max_wait_s", "item_template", "root_template"}
+    params: tuple[Param, ...] = ()
+    auth: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    timeout_s: float = 10.0
+    docs_url: str = ""
+    example_params: dict[str, Any] = field(default_factory=dict)
+    # The event's reason not to send it (e.g. Meta refuses events older than 7 days), or None.
+    screen: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None
+    origin: str = "plugin"  # plugin (which one is set when registered) or user
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise ValueError(f"preset name {self.name!r}: use dotted lower-case words, like slack.message")
+        self.params = tuple(self.params)
+        names = [p.name for p in self.params]
+        if "url" not in names:
+            self.params += (Param("url", "url", default=self.base_url,
+                                  description="Replaces the base URL (a proxy, a regional endpoint, a test "
+                                              "receiver); the path is kept."),)
+        bad = [n for n in names if not PARAM_NAME.match(n)]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"preset {self.name}: parameter names must be unique snake_case words: {names}")
+        for source in self.sources().values():
+            validate_template(source)
+
+    def sources(self) -> dict[str, str]:
+        """Every template of the preset, by where it is used."""
+        found = {"path": self.path, **{f"headers.{k}": v for k, v in self.headers.items()}}
+        if self.template is not None:
+            found["template"] = self.template
+        for part in ("item_template", "root_template"):
+            if self.batch and self.batch.get(part):
+                found[f"batch.{part}"] = self.batch[part]
+        return found
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.secret)
+
+    def to_data(self) -> dict[str, Any]:
+        """The preset as data (what a user preset stores, and what export carries)."""
+        return {"name": self.name, "title": self.title, "description": self.description, "method": self.method,
+                "base_url": self.base_url, "path": self.path, "format": self.format, "headers": self.headers,
+                "template": self.template, "batch": self.batch, "auth": self.auth, "timeout_s": self.timeout_s,
+                "docs_url": self.docs_url, "example_params": self.example_params,
+                "params": [p.public() for p in self.params if p.name != "url"]}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], **code: Any) -> "Preset":
+        params = tuple(Param(**{k: tuple(v) if k == "choices" else v for k, v in p.items()})
+                       for p in data.get("params", ()))
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "params"}
+        return cls(**known, params=params, **code)
+
+
+def load_preset(name: str, folder: Path | None = None, **code: Any) -> Preset:
+    """A preset from its folder ``presets/<name>/``: ``preset.json`` (everything but the templates),
+    ``body.j2`` (the body template) and, for a batch, ``item.j2`` and ``root.j2``. ``code`` adds
+    what data cannot hold (``screen``)."""
+    folder = folder or PRESETS_DIR / name
+    data = json.loads((folder / "preset.json").read_text())
+    data.setdefault("name", name)
+    if (folder / "body.j2").exists():
+        data["template"] = (folder / "body.j2").read_text().rstrip("\n")
+    if data.get("batch") is not None:
+        for part, filename in (("item_template", "item.j2"), ("root_template", "root.j2")):
+            if (folder / filename).exists():
+                data["batch"][part] = (folder / filename).read_text().rstrip("\n")
+    return Preset.from_data(data, **code)
+
+
+# -- parameters -------------------------------------------------------------------------------------
+
+def resolve_params(preset: Preset, given: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check ``given`` against the preset's parameters (422 with one message per parameter) and return
+    every value, defaults filled in. ``current`` (the values a destination has) fills in what a
+    change leaves out, so a PATCH need not repeat its secrets."""
+    if not isinstance(given, dict):
+        raise ValidationError("params must be a JSON object", {"params": ["Expected a JSON object."]})
+    unknown = sorted(set(given) - {p.name for p in preset.params})
+    schema = marshmallow.Schema.from_dict(
+        {p.name: p.field() for p in preset.params}, name=f"Params_{preset.name}")()
+    merged = {**(current or {}), **given}
+    problems: dict[str, Any] = {name: ["Not a parameter of this preset."] for name in unknown}
+    try:
+        values = schema.load({k: v for k, v in merged.items() if k not in unknown and v is not None})
+    except marshmallow.ValidationError as exc:
+        problems.update(exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages})
+        values = {}
+    if problems:
+        raise ValidationError("invalid params: " + ", ".join(sorted(problems)), {"params": problems})
+    for p in preset.params:
+        if p.name not in values and p.default is not None:
+            values[p.name] = p.default
+    return values
+
+
+def masked_params(preset_state: dict[str, Any]) -> dict[str, Any]:
+    """A destination's parameters as the API shows them: secrets masked."""
+    return {**preset_state.get("params", {}), **{name: MASK for name in preset_state.get("secrets", {})}}
+
+
+def preset_destination(preset: Preset, values: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    """The destination fields a preset gives for these parameter values (secrets encrypted)."""
+    secret = {n: values[n] for n in preset.secret_names if values.get(n) not in (None, "")}
+    state = {
+        "name": preset.name,
+        "origin": preset.origin,
+        "base_url": preset.base_url,
+        "path": preset.path,
+        "headers": dict(preset.headers),
+        "params": {k: v for k, v in values.items() if k not in preset.secret_names},
+        "secrets": {n: box.encrypt(json.dumps(v)) for n, v in secret.items()},
+    }
+    shown_url = _url(state, {**state["params"], **{n: URL_MASK for n in secret}})
+    fields: dict[str, Any] = {"url": shown_url, "method": preset.method, "format": preset.format,
+                              "template": preset.template, "timeout_s": preset.timeout_s, "preset": state}
+    if preset.batch:
+        size = values.get("batch_size") or preset.batch.get("size", 100)
+        fields["batch"] = {"size": int(size), "max_wait_s": float(preset.batch.get("max_wait_s", 5.0)),
+                           "item_template": preset.batch.get("item_template"),
+                           "root_template": preset.batch.get("root_template")}
+    return fields
+
+
+def revealed_params(state: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    return {**state.get("params", {}), **{n: json.loads(box.decrypt(c)) for n, c in state.get("secrets", {}).items()}}
+
+
+def _render_text(source: str, params: dict[str, Any]) -> str:
+    return render_body(source, "text", {"params": params}, max_bytes=16384, timeout_s=1.0).body.decode()
+
+
+def _url(state: dict[str, Any], params: dict[str, Any]) -> str:
+    base = str(params.get("url") or state["base_url"]).rstrip("/")
+    path = _render_text(state.get("path", ""), params) if state.get("path") else ""
+    if path and not path.startswith(("/", "?")):
+        path = "/" + path
+    return base + path
+
+
+def request_parts(destination: dict[str, Any], box: SecretBox) -> tuple[str, str, dict[str, str], dict[str, Any]]:
+    """For sending a preset destination: the URL, the URL to log (secrets masked), the preset's
+    headers, and the parameter values the templates see. Raises ``RenderError``."""
+    state = destination["preset"]
+    try:
+        params = revealed_params(state, box)
+    except RuntimeError as exc:
+        raise RenderError(f"preset secrets: {exc}") from None
+    masked = {**params, **{n: URL_MASK for n in state.get("secrets", {})}}
+    headers = {name: _render_text(source, params) for name, source in state.get("headers", {}).items()}
+    headers = {k: v for k, v in headers.items() if v}  # an optional header left empty is not sent
+    return _url(state, params), _url(state, masked), headers, params
+
+
+def public_preset(preset: Preset) -> dict[str, Any]:
+    """What ``GET /v1/presets/<name>`` shows: parameters, request shape, auth, and a rendered example."""
+    shown = preset.to_data()
+    shown["params"] = [p.public() for p in preset.params]
+    shown["origin"] = preset.origin
+    path = preset.path
+    shown["url_pattern"] = preset.base_url.rstrip("/") + (path if not path or path[0] in "/?{" else "/" + path)
+    shown["example"] = example_request(preset)
+    return shown
+
+
+def example_request(preset: Preset) -> dict[str, Any]:
+    """The request this preset would send for the sample event, with example parameters (secrets masked)."""
+    from .delivery.batch import render_batch
+    from .rendering import render_delivery
+
+    values = {p.name: p.default for p in preset.params if p.default is not None}
+    values.update(preset.example_params)
+    for p in preset.params:
+        values.setdefault(p.name, _placeholder(p))
+    shown = {**values, **{n: URL_MASK for n in preset.secret_names}}
+    state = {"base_url": preset.base_url, "path": preset.path, "headers": preset.headers}
+    example: dict[str, Any] = {"method": preset.method, "params": {**values, **{n: MASK for n in preset.secret_names}}}
+    try:
+        example["url"] = _url(state, shown)
+        example["headers"] = {k: (MASK if any(n in v for n in preset.secret_names) else _render_text(v, shown))
+                              for k, v in preset.headers.items()}
+        destination = {"format": preset.format, "template": preset.template, "name": preset.title,
+                       "url": example["url"], "method": preset.method, "id": "dst_example",
+                       "batch": preset.batch and {**preset.batch, "size": 2}}
+        if preset.batch:
+            second = {**SAMPLE_EVENT, "id": "evt_sample_0002", "user_id": "user_456"}
+            rendered, errors = render_batch(destination, [SAMPLE_EVENT, second], max_bytes=65536, timeout_s=2.0,
+                                            params=shown)
+            if rendered is None:
+                raise RenderError("; ".join(errors.values()))
+        else:
+            rendered = render_delivery(destination, SAMPLE_EVENT, max_bytes=65536, timeout_s=2.0, params=shown)
+        body = rendered.body.decode()
+        example["body"] = json.loads(body) if preset.format == "json" else body
+    except RenderError as exc:
+        example["error"] = str(exc)
+    return example
+
+
+def _placeholder(p: Param) -> Any:
+    return {"integer": 1, "number": 1.0, "boolean": False, "list": [], "object": {},
+            "url": "https://example.com"}.get(p.type, f"<{p.name}>")
+
+
+class PresetCatalog:
+    """Every preset one process knows: the plugins' (loaded once) and the users' (in Redis)."""
+
+    KEY = "hookgate:presets"
+
+    def __init__(self, db: Any, builtin: dict[str, Preset]):
+        self.db = db
+        self.builtin = builtin
+
+    def find(self, name: str) -> Preset | None:
+        if name in self.builtin:
+            return self.builtin[name]
+        raw = self.db.hget(self.KEY, name) if self.db is not None else None
+        return Preset.from_data({**json.loads(raw), "origin": "user"}) if raw is not None else None
+
+    def get(self, name: str) -> Preset:
+        preset = self.find(name)
+        if preset is None:
+            raise NotFound(f"no preset {name!r}", {"name": name})
+        return preset
+
+    def all(self) -> list[Preset]:
+        stored = self.db.hvals(self.KEY) if self.db is not None else []
+        users = [Preset.from_data({**json.loads(v), "origin": "user"}) for v in stored]
+        return sorted([*self.builtin.values(), *users], key=lambda p: p.name)
+
+    def save_user_preset(self, preset: Preset, *, replace: bool = False) -> None:
+        from .errors import Conflict
+
+        if preset.name in self.builtin:
+            raise Conflict(f"{preset.name!r} is a plugin's preset", {"name": preset.name})
+        data = preset.to_data()
+        if not replace and not self.db.hsetnx(self.KEY, preset.name, json.dumps(data)):
+            raise Conflict(f"a preset named {preset.name!r} exists", {"name": preset.name})
+        if replace:
+            self.db.hset(self.KEY, preset.name, json.dumps(data))
+
+    def delete_user_preset(self, name: str) -> None:
+        if not self.db.hdel(self.KEY, name):
+            raise NotFound(f"no user preset {name!r}", {"name": name})
+
+
+# -- destinations made from presets -------------------------------------------------------------------
+
+def from_preset_body(catalog: PresetCatalog, box: SecretBox, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``{"preset": name, "params": {...}, ...destination fields}`` → the destination fields to check
+    with the destination schema, and the preset state to store beside them. Fields given beside the
+    preset (name, events, template, batch size, ...) win over the preset's."""
+    name = body.get("preset")
+    if not isinstance(name, str):
+        raise ValidationError("preset must be a preset's name", {"preset": ["Expected a string."]})
+    preset = catalog.find(name)
+    if preset is None:
+        raise ValidationError(f"no preset {name!r}", {"preset": [f"No preset {name!r}; see GET /v1/presets."]})
+    if "url" in body:
+        raise ValidationError("a preset destination takes its URL from the preset",
+                              {"url": ["Set params.url to replace the preset's base URL."]})
+    values = resolve_params(preset, body.get("params", {}))
+    fields = preset_destination(preset, values, box)
+    state = fields.pop("preset")
+    given = {k: v for k, v in body.items() if k not in ("preset", "params")}
+    if isinstance(given.get("batch"), dict) and fields.get("batch"):
+        given["batch"] = {**fields["batch"], **given["batch"]}
+    return {"name": preset.title, **fields, **given}, state
+
+
+def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dict[str, Any],
+                        changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PATCH of a preset destination's ``params``: the secrets it leaves out are kept. Returns the
+    changed destination fields (its URL) and the new preset state."""
+    state = destination["preset"]
+    preset = catalog.find(state["name"])
+    if preset is None:
+        raise ValidationError(f"preset {state['name']!r} is no longer installed: its params cannot change",
+                              {"params": [f"No preset {state['name']!r}."]})
+    if "url" in changes:
+        raise ValidationError("a preset destination takes its URL from the preset",
+                              {"url": ["Set params.url to replace the preset's base URL."]})
+    values = resolve_params(preset, changes.get("params"), revealed_params(state, box))
+    fields = preset_destination(preset, values, box)
+    new_state = {**fields["preset"], "path": state["path"], "headers": state["headers"],
+                 "base_url": state["base_url"]}
+    return {"url": _url(new_state, {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}})}, new_state
+
+
+def public_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A destination's preset as the API shows it: name, origin, parameters with secrets masked."""
+    return {"name": state["name"], "origin": state.get("origin"), "params": masked_params(state)}
