@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import TemplateError
 from .presets import Preset, Verdict
 from .rendering import BUILTIN_NAMES, install_extensions
 
@@ -43,6 +44,11 @@ class Plugins:
         for plugin_name, plugin in manager.list_name_plugin():
             self._collect(plugin_name or "?", plugin)
         install_extensions(self.filters, self.globals)
+        for preset in self.presets.values():
+            try:
+                preset.check_templates()
+            except TemplateError as exc:
+                raise PluginError(f"plugin {preset.origin!r}: preset {preset.name!r}: {exc.message}") from None
 
     def _collect(self, plugin_name: str, plugin: Any) -> None:
         caller = self.manager.subset_hook_caller  # call one plugin's hooks only: errors name their plugin

@@ -153,8 +153,12 @@ class Preset:
         bad = [n for n in names if not PARAM_NAME.match(n)]
         if bad or len(set(names)) != len(names):
             raise ValueError(f"preset {self.name}: parameter names must be unique snake_case words: {names}")
-        for source in self.sources().values():
-            validate_template(source)
+
+    def check_templates(self) -> None:
+        """Every template compiles (a 422 naming the template and the line otherwise). Run once the
+        plugins' filters are installed: a preset may use its own plugin's filters."""
+        for where, source in self.sources().items():
+            validate_template(source, field=where)
 
     def sources(self) -> dict[str, str]:
         """Every template of the preset, by where it is used."""

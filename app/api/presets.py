@@ -88,6 +88,7 @@ def create():
         preset = Preset.from_data(merged, origin="user")
     except ValueError as exc:
         raise ValidationError(f"invalid preset: {exc}", {"name": [str(exc)]}) from None
+    preset.check_templates()
     runtime().presets.save_user_preset(preset)
     return public_preset(preset), 201
 

@@ -1,0 +1,199 @@
+"""The plugin system: hookspecs, the manager, a third-party package found through its entry point."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app import create_app, hookspecs, runtime
+from app.hookspecs import hookimpl
+from app.plugins import BUILTIN_PLUGINS, PluginError, load, make_manager
+from app.presets import Preset
+
+from .receiver import Receiver, Reply
+
+EXAMPLE = Path(__file__).parent / "data" / "example_plugin"
+
+
+def test_every_hookspec_is_documented_and_named_for_the_project():
+    specs = [f for name, f in vars(hookspecs).items() if inspect.isfunction(f) and hasattr(f, "hookgate_spec")]
+    assert {f.__name__ for f in specs} >= {"register_presets", "register_template_filters",
+                                            "register_template_globals", "classify_response"}
+    for spec in specs:
+        assert spec.__doc__ and len(spec.__doc__.strip()) > 40, spec.__name__
+
+
+def test_builtins_are_registered_like_any_plugin_and_a_block_list_leaves_one_out():
+    manager = make_manager(entry_points=False)
+    assert {name for name, _ in manager.list_name_plugin()} >= set(BUILTIN_PLUGINS)
+    blocked = make_manager(("zapier",), entry_points=False)
+    assert blocked.get_plugin("zapier") is None and blocked.get_plugin("slack") is not None
+
+
+def test_the_block_list_comes_from_the_environment(settings, client, admin):
+    import dataclasses
+
+    app = create_app(dataclasses.replace(settings, blocked_plugins=("zapier",)))
+    names = [p["name"] for p in app.test_client().get("/v1/presets", headers=admin).get_json()["items"]]
+    assert "zapier.catch_hook" not in names
+    assert "zapier.catch_hook" in [p["name"] for p in client.get("/v1/presets", headers=admin).get_json()["items"]]
+    from app.config import Settings
+
+    assert Settings.from_env({"HOOKGATE_BLOCK_PLUGINS": " zapier, meta ,"}).blocked_plugins == ("meta", "zapier")
+
+
+class Misspelt:
+    @hookimpl
+    def register_preset(self, register):  # the hook is register_presets
+        raise AssertionError("never called")
+
+
+def test_a_misspelt_hook_stops_start_up():
+    with pytest.raises(PluginError, match="register_preset"):
+        make_manager(entry_points=False, extra=(Misspelt(),))
+
+
+class Clashing:
+    @hookimpl
+    def register_template_filters(self):
+        return {"tojson": str}
+
+
+class Twice:
+    @hookimpl
+    def register_presets(self, register):
+        register(Preset(name="zapier.catch_hook", title="again", base_url="https://example.com"))
+
+
+class NotAPreset:
+    @hookimpl
+    def register_presets(self, register):
+        register({"name": "dict.preset"})
+
+
+@pytest.mark.parametrize("plugin, message", [(Clashing(), "'tojson' is taken"),
+                                             (Twice(), "registered twice"),
+                                             (NotAPreset(), "not an app.presets.Preset")])
+def test_a_plugin_that_clashes_stops_start_up(plugin, message):
+    with pytest.raises(PluginError, match=message):
+        load((), (plugin,))
+
+
+class BadTemplate:
+    @hookimpl
+    def register_presets(self, register):
+        register(Preset(name="bad.preset", title="bad", base_url="https://example.com",
+                        template='{"a":\n{{ event.name }'))
+
+
+def test_a_preset_template_that_does_not_compile_stops_start_up_with_its_line():
+    with pytest.raises(PluginError, match="'bad.preset': template does not compile: line 2"):
+        load((), (BadTemplate(),))
+
+
+# -- a third-party package, installed with pip and found through its entry point --------------------
+
+@pytest.fixture(scope="module")
+def example_installed(tmp_path_factory) -> Path:
+    """pip-installs tests/data/example_plugin into a directory of its own (the package is copied
+    first so no build files land in the repository)."""
+    work = tmp_path_factory.mktemp("example_plugin")
+    shutil.copytree(EXAMPLE, work / "src")
+    target = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
+                    "--target", str(target), str(work / "src")], check=True, capture_output=True, timeout=300)
+    assert list(target.glob("hookgate_example-*.dist-info/entry_points.txt"))
+    return target
+
+
+@pytest.fixture
+def with_example(example_installed, settings):
+    """The example package on sys.path, and an app that loaded its plugins afresh."""
+    sys.path.insert(0, str(example_installed))
+    importlib.invalidate_caches()
+    load.cache_clear()
+    app = create_app(settings)
+    runtime.install(app.extensions["hookgate"])
+    try:
+        yield app
+    finally:
+        runtime.install(None)
+        sys.path.remove(str(example_installed))
+        sys.modules.pop("hookgate_example", None)
+        importlib.invalidate_caches()
+        load.cache_clear()
+
+
+def test_an_installed_package_adds_its_preset_to_the_cli_with_no_change_to_hookgate(example_installed):
+    env = {**os.environ, "PYTHONPATH": str(example_installed)}
+    env.pop("HOOKGATE_REDIS_URL", None)
+    hookgate = [sys.executable, "-m", "app.cli"]
+    listed = subprocess.run(hookgate + ["presets", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "example.notify" in listed.stdout and "zapier.catch_hook" in listed.stdout
+    shown = subprocess.run(hookgate + ["presets", "show", "example.notify"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    preset = json.loads(shown.stdout)
+    assert preset["origin"] == "example"
+    assert {p["name"]: p["secret"] for p in preset["params"]} == {"workspace": False, "api_key": True, "url": False}
+    assert preset["example"]["body"] == {"to": "user_123", "text": "YOUR ORDER A-1001 IS ON ITS WAY.!"}
+    blocked = subprocess.run(hookgate + ["presets", "list"], env={**env, "HOOKGATE_BLOCK_PLUGINS": "example"},
+                             capture_output=True, text=True, timeout=60)
+    assert blocked.returncode == 0 and "example.notify" not in blocked.stdout
+    missing = subprocess.run(hookgate + ["presets", "show", "nope.nothing"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "no preset 'nope.nothing'" in missing.stderr
+
+
+def test_an_installed_package_s_preset_delivers_with_its_filter_and_its_classification(with_example, admin,
+                                                                                      make_source, post_events):
+    client = with_example.test_client()
+    answers = iter([Reply(200, b'{"accepted": true}'), Reply(200, b'{"accepted": false, "why": "opted out"}'),
+                    Reply(200, b'{"busy": true}')])
+    receiver = Receiver(lambda request: next(answers)).start()
+    try:
+        listed = client.get("/v1/presets", headers=admin).get_json()["items"]
+        assert "example.notify" in [p["name"] for p in listed]
+        made = client.post("/v1/destinations", headers=admin, json={
+            "preset": "example.notify", "events": ["order_*"],
+            "params": {"workspace": "team a", "api_key": "acme-key-123456", "url": receiver.url}})
+        assert made.status_code == 201, made.get_json()
+        destination = made.get_json()
+        assert "acme-key-123456" not in json.dumps(destination)
+        assert destination["preset"]["params"]["api_key"] == "••••••"
+        source_id, key = make_source()
+        for n in range(3):
+            posted = client.post(f"/v1/sources/{source_id}/events", headers={"X-Hookgate-Key": key},
+                                 json={"name": "order_shipped", "user_id": f"u{n}", "data": {"message": f"m{n}"}})
+            assert posted.status_code == 202
+            from app.delivery.worker import run_burst
+
+            run_burst(with_example.extensions["hookgate"])
+        assert [r.path for r in receiver.requests] == ["/v1/team%20a/notify"] * 3
+        assert receiver.requests[0].header("X-Acme-Key") == "acme-key-123456"
+        assert json.loads(receiver.requests[0].body) == {"to": "u0", "text": "M0!"}
+        deliveries = client.get(f"/v1/deliveries?destination_id={destination['id']}", headers=admin).get_json()["items"]
+        by_user = {}
+        for item in deliveries:
+            full = client.get(f"/v1/deliveries/{item['id']}", headers=admin).get_json()
+            by_user[full["attempt_log"][0]["response_body"]] = full
+        delivered = by_user['{"accepted": true}']
+        refused = by_user['{"accepted": false, "why": "opted out"}']
+        busy = by_user['{"busy": true}']
+        assert delivered["status"] == "delivered"
+        assert refused["status"] == "error" and "acme refused it: opted out" in refused["last_error"]
+        assert busy["status"] == "bounced"  # retried, no sooner than the plugin asked
+        assert busy["next_attempt_at"] >= int(time.time() * 1000) + 100_000
+        for full in (delivered, refused, busy):
+            assert "acme-key-123456" not in json.dumps(full)
+    finally:
+        receiver.stop()
