@@ -54,6 +54,7 @@ class keys:
     config_version = PREFIX + "config:version"  # random token, replaced on every configuration change
     deliveries = PREFIX + "deliveries"  # zset: delivery id → created ms (every delivery)
     leases = PREFIX + "leases"  # zset: "<destination id>|<delivery id>" → lease expiry ms
+    lease_holders = PREFIX + "lease_holders"  # hash: the same member → the token of the job holding it
     due = PREFIX + "due"  # zset: destination id → earliest due ms of its pending deliveries
 
     @staticmethod

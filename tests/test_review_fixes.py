@@ -118,3 +118,38 @@ def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
     recorder.close()
     assert db.zscore(keys.status("pending"), "dlv_1") is None
     assert db.zscore(keys.status("delivered"), "dlv_1") == 1
+
+
+def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, make_destination, post_events, db):
+    """A job whose lease lapsed (its receiver was slower than the lease) can no longer renew, release
+    or record the delivery once another job has taken it: only the holder's outcome counts."""
+    from app.delivery import queue as pending
+    from app.delivery.recorder import Recorder, outcome_writes
+
+    source_id, key = make_source()
+    destination = make_destination("http://127.0.0.1:9/never")
+    post_events(source_id, key, {"name": "x"})
+    did = destination["id"]
+    [delivery_id] = pending.take(db, did, 10, 30, 60_000, "job-a")
+    time.sleep(0.05)
+    assert pending.reclaim_expired(db) == 1  # job A's lease lapsed: back to pending
+    assert pending.take(db, did, 10, 60_000, 60_000, "job-b") == [delivery_id]
+    assert pending.renew(db, did, [delivery_id], 60_000, 60_000, "job-a") == []
+    assert pending.release(db, did, [delivery_id], "job-a") == 0
+    assert db.zscore(keys.leases, f"{did}|{delivery_id}") is not None and not db.zcard(keys.pending(did))
+    assert pending.renew(db, did, [delivery_id], 60_000, 60_000, "job-b") == [delivery_id]
+
+    created = int(db.hget(keys.delivery(delivery_id), "created_at"))
+    recorder = Recorder(db)
+    recorder.submit(outcome_writes(did, delivery_id, "pending", "error", {"status": "error"}, '{"by": "a"}',
+                                   created, None, 60, 50, "job-a"))
+    recorder.flush()
+    assert db.hget(keys.delivery(delivery_id), "status") == "pending" and not db.llen(keys.attempts(delivery_id))
+    recorder.submit(outcome_writes(did, delivery_id, "pending", "delivered", {"status": "delivered"},
+                                   '{"by": "b"}', created, None, 60, 50, "job-b"))
+    recorder.close()
+    assert db.hget(keys.delivery(delivery_id), "status") == "delivered"
+    assert db.lrange(keys.attempts(delivery_id), 0, -1) == ['{"by": "b"}']
+    assert db.zscore(keys.leases, f"{did}|{delivery_id}") is None
+    assert not db.hexists(keys.lease_holders, f"{did}|{delivery_id}")
+    assert db.zscore(keys.status("delivered"), delivery_id) is not None

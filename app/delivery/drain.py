@@ -10,6 +10,7 @@ is spent, in which case it enqueues its successor so other destinations get thei
 from __future__ import annotations
 
 import hashlib
+import secrets
 import json
 import logging
 import time
@@ -69,6 +70,7 @@ class Drainer:
         self.aftermath = Aftermath(rt)
         self.throttle: Throttle | None = None
         self._presets: dict[tuple[str, Any], PresetRequest] = {}
+        self.holder = secrets.token_hex(8)  # this job's leases are its own (queue.py)
         self.settled: list[str] = []  # outcomes of this chunk, for statistics and the breaker
         self.deadline = float("inf")
 
@@ -113,7 +115,7 @@ class Drainer:
                     return counts
                 continue
             ids = pending.take(self.db, destination_id, self.settings.drain_chunk, int(lease_s * 1000),
-                               int(lease_s * 1000))
+                               int(lease_s * 1000), self.holder)
             if not ids:
                 if pending.finish(self.db, destination_id):
                     return counts
@@ -154,13 +156,13 @@ class Drainer:
             self._yield(did, oldest + max_wait_ms - now)
             return None
         lease_ms = int(max(lease_s, float(destination["timeout_s"]) + LEASE_MARGIN_S) * 1000)
-        ids = pending.take(self.db, did, size, lease_ms, lease_ms)
+        ids = pending.take(self.db, did, size, lease_ms, lease_ms, self.holder)
         deliveries, raw_events = self._load(ids)
         members: list[tuple[dict[str, str], dict[str, Any]]] = []
         outcomes: list[str] = []
         for delivery_id, delivery in zip(ids, deliveries):
             if not delivery:
-                self.db.zrem(keys.leases, f"{did}|{delivery_id}")
+                pending.drop(self.db, did, [delivery_id], self.holder)
             elif raw_events.get(delivery["event_id"]) is None:
                 outcomes.append(self._close(did, delivery, "failed", "the event expired before it was delivered"))
             else:
@@ -254,13 +256,7 @@ class Drainer:
     def _release(self, destination_id: str, remaining: list[str]) -> None:
         """Give leased deliveries that were not sent back to pending, due now."""
         self.recorder.flush()
-        now = now_ms()
-        with self.db.pipeline(transaction=True) as pipe:
-            for delivery_id in remaining:
-                pipe.zrem(keys.leases, f"{destination_id}|{delivery_id}")
-                pipe.zadd(keys.pending(destination_id), {delivery_id: now})
-                pipe.zadd(keys.due, {destination_id: now}, lt=True)
-            pipe.execute()
+        pending.release(self.db, destination_id, remaining, self.holder)
 
     def _enqueue_successor(self, destination_id: str) -> None:
         self.rt.queue.enqueue_call(
@@ -289,13 +285,13 @@ class Drainer:
                 # delivery whose lease already lapsed (another worker may be sending it).
                 remaining = ids[position:]
                 kept = set(pending.renew(self.db, destination_id, remaining, int(lease_s * 1000),
-                                         int(lease_s * 1000)))
+                                         int(lease_s * 1000), self.holder))
                 lost |= set(remaining) - kept
                 lease_until = time.monotonic() + lease_s
             if delivery_id in lost:
                 continue
             if not delivery:  # expired under retention while it waited
-                self.db.zrem(keys.leases, f"{destination_id}|{delivery_id}")
+                pending.drop(self.db, destination_id, [delivery_id], self.holder)
                 continue
             raw_event = events.get(delivery["event_id"])
             if position and time.monotonic() > self.deadline:
@@ -473,5 +469,6 @@ class Drainer:
         previous = delivery["status"]
         attempt_json = json.dumps(attempt, separators=(",", ":")) if attempt is not None else None
         self.recorder.submit(outcome_writes(destination_id, delivery_id, previous, status, fields, attempt_json,
-                                            created, due, int(self.settings.event_retention_s), ATTEMPTS_KEPT))
+                                            created, due, int(self.settings.event_retention_s), ATTEMPTS_KEPT,
+                                            self.holder))
         delivery["status"] = status

@@ -7,6 +7,10 @@ leases back. ``hookgate:dest:<id>:wake`` is set while a drain job for the destin
 running; whoever sets it (ingest, the ticker, a retry coming due) enqueues the job, so a destination
 has one drain job at a time, and a drain job only ends after seeing nothing due, atomically with
 clearing the flag.
+
+A lease belongs to the job that took it: ``hookgate:lease_holders`` maps each lease to its job's
+token, and renewing, releasing and recording check it. A job whose lease lapsed (a receiver slower
+than the lease) cannot renew, release or record a delivery another job has taken since.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from rq import Queue
 
 from ..store import PREFIX, keys, now_ms
 
-__all__ = ["take", "renew", "finish", "reclaim_expired", "wake", "wake_due", "drain_job_timeout"]
+__all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due",
+           "drain_job_timeout"]
 
 _TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1] .. '|' .. id)
+  redis.call('HSET', KEYS[5], ARGV[1] .. '|' .. id, ARGV[6])
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[1] then
@@ -45,9 +51,9 @@ return 1
 
 _RENEW = """
 local kept = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local member = ARGV[1] .. '|' .. ARGV[i]
-  if redis.call('ZSCORE', KEYS[1], member) then
+  if redis.call('HGET', KEYS[3], member) == ARGV[4] and redis.call('ZSCORE', KEYS[1], member) then
     redis.call('ZADD', KEYS[1], ARGV[2], member)
     table.insert(kept, ARGV[i])
   end
@@ -63,12 +69,33 @@ for _, member in ipairs(expired) do
   local did = string.sub(member, 1, sep - 1)
   local id = string.sub(member, sep + 1)
   redis.call('ZREM', KEYS[1], member)
+  redis.call('HDEL', KEYS[3], member)
   if redis.call('EXISTS', ARGV[2] .. 'delivery:' .. id) == 1 then
     redis.call('ZADD', ARGV[2] .. 'dest:' .. did .. ':pending', ARGV[1], id)
     redis.call('ZADD', KEYS[2], 'LT', ARGV[1], did)
   end
 end
 return #expired
+"""
+
+
+# Give leased deliveries back to pending, due at ARGV[2] (those still held by ARGV[3]); or, with
+# ARGV[2] = '', only drop their leases (the delivery is gone).
+_RELEASE = """
+local released = 0
+for i = 4, #ARGV do
+  local member = ARGV[1] .. '|' .. ARGV[i]
+  if redis.call('HGET', KEYS[2], member) == ARGV[3] then
+    redis.call('ZREM', KEYS[1], member)
+    redis.call('HDEL', KEYS[2], member)
+    if ARGV[2] ~= '' then
+      redis.call('ZADD', KEYS[3], ARGV[2], ARGV[i])
+      redis.call('ZADD', KEYS[4], 'LT', ARGV[2], ARGV[1])
+    end
+    released = released + 1
+  end
+end
+return released
 """
 
 
@@ -82,7 +109,8 @@ class _Scripts:
         scripts = self._by_client.get(id(db))
         if scripts is None:
             scripts = {n: db.register_script(src) for n, src in (("take", _TAKE), ("finish", _FINISH),
-                                                                  ("renew", _RENEW), ("reclaim", _RECLAIM))}
+                                                                  ("renew", _RENEW), ("reclaim", _RECLAIM),
+                                                                  ("release", _RELEASE))}
             self._by_client[id(db)] = scripts
         return scripts[name]
 
@@ -126,20 +154,41 @@ def wake_due(db: redis.Redis, queue: Queue, settings, limit: int = 1000) -> int:
     return wake(db, queue, due, settings)
 
 
-def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_ttl_ms: int) -> list[str]:
+def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_ttl_ms: int, holder: str) -> list[str]:
+    """Lease up to ``count`` due deliveries for the job ``holder`` (a token of its own)."""
     now = now_ms()
     return _scripts.get(db, "take")(
-        keys=[keys.pending(destination_id), keys.leases, keys.due, keys.wake(destination_id)],
-        args=[destination_id, now, count, now + lease_ms, wake_ttl_ms],
+        keys=[keys.pending(destination_id), keys.leases, keys.due, keys.wake(destination_id), keys.lease_holders],
+        args=[destination_id, now, count, now + lease_ms, wake_ttl_ms, holder],
     )
 
 
-def renew(db: redis.Redis, destination_id: str, ids: list[str], lease_ms: int, wake_ttl_ms: int) -> list[str]:
-    """Extend the lease of ``ids``; returns those still held (a lease that expired may be another's now)."""
+def renew(db: redis.Redis, destination_id: str, ids: list[str], lease_ms: int, wake_ttl_ms: int,
+          holder: str) -> list[str]:
+    """Extend ``holder``'s leases of ``ids``; returns those it still holds (a lease that expired may be
+    another job's now)."""
     if not ids:
         return []
-    return _scripts.get(db, "renew")(keys=[keys.leases, keys.wake(destination_id)],
-                                     args=[destination_id, now_ms() + lease_ms, wake_ttl_ms, *ids])
+    return _scripts.get(db, "renew")(keys=[keys.leases, keys.wake(destination_id), keys.lease_holders],
+                                     args=[destination_id, now_ms() + lease_ms, wake_ttl_ms, holder, *ids])
+
+
+def release(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
+    """Give ``holder``'s leased deliveries back to pending, due now (not sent: the job stops early)."""
+    return _release(db, destination_id, ids, holder, now_ms())
+
+
+def drop(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
+    """End ``holder``'s leases of deliveries that no longer exist."""
+    return _release(db, destination_id, ids, holder, "")
+
+
+def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, due: int | str) -> int:
+    if not ids:
+        return 0
+    return _scripts.get(db, "release")(
+        keys=[keys.leases, keys.lease_holders, keys.pending(destination_id), keys.due],
+        args=[destination_id, due, holder, *ids])
 
 
 def finish(db: redis.Redis, destination_id: str) -> bool:
@@ -150,4 +199,5 @@ def finish(db: redis.Redis, destination_id: str) -> bool:
 
 def reclaim_expired(db: redis.Redis, limit: int = 1000) -> int:
     """Put deliveries whose lease expired (their worker died) back to pending."""
-    return _scripts.get(db, "reclaim")(keys=[keys.leases, keys.due], args=[now_ms(), PREFIX, limit])
+    return _scripts.get(db, "reclaim")(keys=[keys.leases, keys.due, keys.lease_holders],
+                                       args=[now_ms(), PREFIX, limit])

@@ -38,28 +38,33 @@ LINGER_S = 0.005
 # ARGV[1]: a JSON array of outcomes, each [delivery key, attempt log key, previous status key, new
 # status key, pending key, retention s, -attempts kept, [field, value, ...], attempt JSON ('' if
 # none), lease member, created ms (the score in the status set), delivery id, due ms ('' if not
-# rescheduled), destination id]. Each outcome's writes are those of the MULTI/EXEC this replaces,
-# in the same order. KEYS[1], KEYS[2]: the leases and due sets.
+# rescheduled), destination id, lease holder ('' for none)]. Each outcome's writes are those of the
+# MULTI/EXEC this replaces, in the same order. An outcome whose lease another job holds now is left
+# out: that job sends the delivery and records it. KEYS[1], KEYS[2], KEYS[3]: the leases and due
+# sets, and the lease holders.
 _RECORD = """
 for _, o in ipairs(cjson.decode(ARGV[1])) do
   local attempts, attempt, created, id, due = o[2], o[9], o[11], o[12], o[13]
-  -- The status the delivery has now (not the one its worker read): the set it leaves.
-  local current = redis.call('HGET', o[1], 'status')
-  redis.call('HSET', o[1], unpack(o[8]))
-  if attempt ~= '' then
-    redis.call('RPUSH', attempts, attempt)
-    redis.call('LTRIM', attempts, o[7], -1)
-    redis.call('EXPIRE', attempts, o[6])
-  end
-  redis.call('ZREM', KEYS[1], o[10])
-  local current_set = current and string.gsub(o[4], '[^:]+$', current) or o[3]
-  if current_set ~= o[4] then
-    redis.call('ZREM', current_set, id)
-    redis.call('ZADD', o[4], created, id)
-  end
-  if due ~= '' then
-    redis.call('ZADD', o[5], due, id)
-    redis.call('ZADD', KEYS[2], 'LT', due, o[14])
+  if o[15] == '' or redis.call('HGET', KEYS[3], o[10]) == o[15] then
+    -- The status the delivery has now (not the one its worker read): the set it leaves.
+    local current = redis.call('HGET', o[1], 'status')
+    redis.call('HSET', o[1], unpack(o[8]))
+    if attempt ~= '' then
+      redis.call('RPUSH', attempts, attempt)
+      redis.call('LTRIM', attempts, o[7], -1)
+      redis.call('EXPIRE', attempts, o[6])
+    end
+    redis.call('ZREM', KEYS[1], o[10])
+    local current_set = current and string.gsub(o[4], '[^:]+$', current) or o[3]
+    if current_set ~= o[4] then
+      redis.call('ZREM', current_set, id)
+      redis.call('ZADD', o[4], created, id)
+    end
+    if due ~= '' then
+      redis.call('ZADD', o[5], due, id)
+      redis.call('ZADD', KEYS[2], 'LT', due, o[14])
+    end
+    redis.call('HDEL', KEYS[3], o[10])
   end
 end
 return 1
@@ -77,14 +82,14 @@ def _text(value: Any) -> str:
 
 def outcome_writes(destination_id: str, delivery_id: str, previous: str, status: str, fields: dict[str, Any],
                    attempt_json: str | None, created: int, due: int | None, retention_s: int,
-                   attempts_kept: int) -> list[Any]:
+                   attempts_kept: int, holder: str = "") -> list[Any]:
     """One outcome's writes, for ``Recorder.submit``. They are, in this order:
 
     HSET the delivery's ``fields``; with an attempt: RPUSH it to the attempt log, LTRIM the log to
     the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; if the status
     changed: ZREM the delivery from the set of the status the hash holds when this runs (``previous``
     only if it has none) and ZADD it to the new one (scored by ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to the due
-    set (LT).
+    set (LT); and end the lease. With a ``holder``, all of it only while that job still holds the lease.
     """
     flat: list[str] = []
     for name, value in fields.items():
@@ -93,7 +98,7 @@ def outcome_writes(destination_id: str, delivery_id: str, previous: str, status:
             keys.pending(destination_id), _text(retention_s), _text(-attempts_kept), flat,
             attempt_json if attempt_json is not None else "", f"{destination_id}|{delivery_id}",
             _text(created), delivery_id, _text(due) if due is not None else "",
-            destination_id]
+            destination_id, holder]
 
 
 class Recorder:
@@ -156,7 +161,8 @@ class Recorder:
 
     def _write(self, batch: list[Any]) -> None:
         if not any(callable(item) for item in batch):
-            self._script(keys=[keys.leases, keys.due], args=[json.dumps(batch, ensure_ascii=False)])
+            self._script(keys=[keys.leases, keys.due, keys.lease_holders],
+                         args=[json.dumps(batch, ensure_ascii=False)])
             return
         with self.db.pipeline(transaction=True) as pipe:
             outcomes: list[list[Any]] = []
@@ -165,8 +171,8 @@ class Recorder:
                     outcomes.append(item)
                     continue
                 if outcomes:
-                    self._script(keys=[keys.leases, keys.due], args=[json.dumps(outcomes, ensure_ascii=False)],
-                                 client=pipe)
+                    self._script(keys=[keys.leases, keys.due, keys.lease_holders],
+                                 args=[json.dumps(outcomes, ensure_ascii=False)], client=pipe)
                     outcomes = []
                 if item is not None:
                     item(pipe)
