@@ -43,7 +43,7 @@ class Plugins:
         self.globals: dict[str, Any] = {}
         for plugin_name, plugin in manager.list_name_plugin():
             self._collect(plugin_name or "?", plugin)
-        install_extensions(self.filters, self.globals)
+        self.activate()
         for preset in self.presets.values():
             try:
                 preset.check_templates()
@@ -68,6 +68,13 @@ class Plugins:
                     if name in target or name in BUILTIN_NAMES:
                         raise PluginError(f"plugin {plugin_name!r}: template name {name!r} is taken")
                     target[name] = value
+
+    def activate(self) -> None:
+        """Make these plugins' filters and globals the ones every template sees (once per change)."""
+        global _active
+        if _active is not self:
+            install_extensions(self.filters, self.globals)
+            _active = self
 
     def names(self) -> list[str]:
         return sorted(name for name, _ in self.manager.list_name_plugin() if name)
@@ -99,9 +106,22 @@ def make_manager(blocked: tuple[str, ...] = (), *, entry_points: bool = True,
     return manager
 
 
+_active: Plugins | None = None
+
+
 @functools.lru_cache(maxsize=8)
-def load(blocked: tuple[str, ...] = (), extra: tuple[Any, ...] = ()) -> Plugins:
-    """The plugins of this process (built-ins, entry points, ``extra``), once per block list."""
+def _load(blocked: tuple[str, ...], extra: tuple[Any, ...]) -> Plugins:
     plugins = Plugins(make_manager(blocked, extra=extra))
     log.info("plugins: %s; presets: %s", ", ".join(plugins.names()), ", ".join(sorted(plugins.presets)))
     return plugins
+
+
+def load(blocked: tuple[str, ...] = (), extra: tuple[Any, ...] = ()) -> Plugins:
+    """The plugins of this process (built-ins, entry points, ``extra``), loaded once per block list;
+    their template filters and globals are the ones in use after this call."""
+    plugins = _load(blocked, extra)
+    plugins.activate()
+    return plugins
+
+
+load.cache_clear = _load.cache_clear  # type: ignore[attr-defined]  # tests load plugins afresh

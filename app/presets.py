@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
 import marshmallow
 from marshmallow import fields as mf
@@ -31,7 +32,7 @@ from .rendering import RenderError, render_body, validate_template
 from .secrets import SecretBox
 
 __all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "Verdict", "load_preset", "public_preset",
-           "request_parts", "resolve_params", "preset_destination", "masked_params", "SAMPLE_EVENT"]
+           "request_parts", "resolve_params", "preset_destination", "masked_params", "scrub", "SAMPLE_EVENT"]
 
 MASK = "••••••"
 URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
@@ -279,9 +280,11 @@ def _url(state: dict[str, Any], params: dict[str, Any]) -> str:
     return base + path
 
 
-def request_parts(destination: dict[str, Any], box: SecretBox) -> tuple[str, str, dict[str, str], dict[str, Any]]:
+def request_parts(destination: dict[str, Any], box: SecretBox
+                  ) -> tuple[str, str, dict[str, str], dict[str, Any], tuple[str, ...]]:
     """For sending a preset destination: the URL, the URL to log (secrets masked), the preset's
-    headers, and the parameter values the templates see. Raises ``RenderError``."""
+    headers, the parameter values the templates see, and the texts an error message must not show
+    (each secret value, URL-quoted, and a URL's path). Raises ``RenderError``."""
     state = destination["preset"]
     try:
         params = revealed_params(state, box)
@@ -290,7 +293,24 @@ def request_parts(destination: dict[str, Any], box: SecretBox) -> tuple[str, str
     masked = {**params, **{n: URL_MASK for n in state.get("secrets", {})}}
     headers = {name: _render_text(source, params) for name, source in state.get("headers", {}).items()}
     headers = {k: v for k, v in headers.items() if v}  # an optional header left empty is not sent
-    return _url(state, params), _url(state, masked), headers, params
+    hidden: set[str] = set()
+    for name in state.get("secrets", {}):
+        value = params[name] if isinstance(params[name], str) else json.dumps(params[name])
+        hidden |= {value, quote(value, safe=""), quote(value)}
+        path = urlsplit(value).path
+        if value.startswith(("http://", "https://")) and len(path) > 1:
+            hidden.add(path)
+    hidden = {text for text in hidden if len(text) >= 4}  # never mask a whole error over a tiny value
+    return _url(state, params), _url(state, masked), headers, params, tuple(sorted(hidden, key=len, reverse=True))
+
+
+def scrub(text: str | None, hidden: tuple[str, ...]) -> str | None:
+    """``text`` with every secret of ``hidden`` masked (longest first)."""
+    if not text:
+        return text
+    for secret in hidden:
+        text = text.replace(secret, URL_MASK)
+    return text
 
 
 def public_preset(preset: Preset) -> dict[str, Any]:

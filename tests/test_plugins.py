@@ -197,3 +197,31 @@ def test_an_installed_package_s_preset_delivers_with_its_filter_and_its_classifi
             assert "acme-key-123456" not in json.dumps(full)
     finally:
         receiver.stop()
+
+
+class Branding:
+    @hookimpl
+    def register_template_globals(self):
+        return {"brand": {"name": "Acme", "colour": "#ff6600"}}
+
+    @hookimpl
+    def register_template_filters(self):
+        return {"brand_tag": lambda text, brand: f"[{brand['name']}] {text}"}
+
+
+def test_plugin_globals_and_filters_reach_every_template_and_leave_with_their_plugin():
+    from app.errors import TemplateError
+    from app.rendering import RenderError, render_body, validate_template
+
+    source = '{{ data.title | brand_tag(brand) }} {{ brand.colour }}'
+    try:
+        load((), (Branding(),))
+        validate_template(source)
+        rendered = render_body(source, "text", {"data": {"title": "Hello"}}, max_bytes=1000, timeout_s=1)
+        assert rendered.body == b"[Acme] Hello #ff6600"
+        with pytest.raises(RenderError, match="SecurityError"):  # the sandbox guards what a plugin hands in
+            render_body("{{ brand.__class__.__mro__ }}", "text", {}, max_bytes=1000, timeout_s=1)
+    finally:
+        load()  # the default plugins again: their filters and globals only
+    with pytest.raises(TemplateError, match="No filter named 'brand_tag'"):
+        validate_template(source)

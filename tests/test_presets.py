@@ -141,3 +141,22 @@ def test_trying_a_destination_whose_template_fails_says_why(client, admin, recei
         "name": "t", "url": receiver.url, "template": '{"a": {{ event.name | tojson }}, }'})
     result = client.post(f"/v1/destinations/{made.get_json()['id']}/test", headers=admin).get_json()
     assert result["error"]["code"] == "render_failed" and "JSON" in result["error"]["message"]
+
+
+def test_a_connection_error_does_not_show_a_preset_s_secret_path(client, admin, make_source, post_events, work):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nobody listens: requests' error names the URL it tried
+    destination = _zapier(client, admin, f"http://127.0.0.1:{port}", retry_schedule=[])
+    source_id, key = make_source()
+    post_events(source_id, key, {"name": "signup"})
+    work()
+    [item] = client.get(f"/v1/deliveries?destination_id={destination['id']}", headers=admin).get_json()["items"]
+    full = client.get(f"/v1/deliveries/{item['id']}", headers=admin).get_json()
+    assert full["status"] == "failed" and "connection failed" in full["last_error"]
+    assert "xxxxxx" in full["attempt_log"][0]["error"]
+    assert "s3cr3tpath" not in json.dumps(full)
+    events = client.get("/v1/deliveries?limit=200", headers=admin).get_json()["items"]
+    assert "s3cr3tpath" not in json.dumps(events)

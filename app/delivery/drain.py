@@ -29,7 +29,7 @@ from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
 from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay, retry_after_s
-from ..presets import Preset, Verdict, request_parts
+from ..presets import Preset, Verdict, request_parts, scrub
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]
@@ -50,9 +50,10 @@ class PresetRequest(NamedTuple):
     params: dict[str, Any]
     plugin: Preset | None
     skip: Any
+    hidden: tuple[str, ...]  # secret texts an error message must not show
 
 
-NO_PRESET = PresetRequest(None, None, {}, {}, None, None)
+NO_PRESET = PresetRequest(None, None, {}, {}, None, None, ())
 
 
 def drain_destination(destination_id: str) -> dict[str, int]:
@@ -204,7 +205,7 @@ class Drainer:
                    "webhook-id": batch_id, "X-Hookgate-Batch-Size": str(len(included))}
         url = preset.url or destination["url"]
         response, url = self.send(destination, destination["method"], url, headers,
-                                   rendered.body, headers["webhook-id"], preset.log_url)
+                                  rendered.body, headers["webhook-id"], preset.log_url, preset.hidden)
         verdict = self.preset_verdict(preset, response, [event["id"] for _, event in included])
         for delivery, event in included:
             outcomes.append(self._attempt_done(destination, delivery, event, response, destination["method"], url,
@@ -349,7 +350,8 @@ class Drainer:
                     log_url = log_url + ("&" if "?" in log_url else "?") + rendered.body.decode()
                 body = None
                 headers.pop("Content-Type")
-            response, log_url = self.send(destination, method, url, headers, body, event["id"], log_url)
+            response, log_url = self.send(destination, method, url, headers, body, event["id"], log_url,
+                                          preset.hidden)
             verdict = self.preset_verdict(preset, response, [event["id"]])
         return self._attempt_done(destination, delivery, event, response, method, log_url, verdict)
 
@@ -361,10 +363,10 @@ class Drainer:
         key = (destination["id"], destination.get("updated_at"))
         cached = self._presets.get(key)
         if cached is None:
-            url, log_url, headers, params = request_parts(destination, self.rt.secrets)
+            url, log_url, headers, params, hidden = request_parts(destination, self.rt.secrets)
             plugin_preset = self.rt.plugins.presets.get(destination["preset"]["name"])
             cached = PresetRequest(url, log_url, headers, params, plugin_preset,
-                                   plugin_preset.screen if plugin_preset is not None else None)
+                                   plugin_preset.screen if plugin_preset is not None else None, hidden)
             self._presets = {key: cached}
         return cached
 
@@ -421,10 +423,19 @@ class Drainer:
         return outcome
 
     def send(self, destination: dict[str, Any], method: str, url: str, headers: dict[str, str],
-              body: bytes | None, event_id: str, log_url: str | None = None) -> tuple[Response, str]:
+              body: bytes | None, event_id: str, log_url: str | None = None,
+              hidden: tuple[str, ...] = ()) -> tuple[Response, str]:
         """Send, with the destination's auth profile applied (and one retry with a fresh OAuth
         token on a 401). Returns the response and the URL to log (never one with credentials):
-        ``log_url`` when the caller's URL carries a preset's secrets."""
+        ``log_url`` when the caller's URL carries a preset's secrets, which ``hidden`` lists so that
+        an error text (a connection error names the URL) does not show them."""
+        response, shown_url = self._send(destination, method, url, headers, body, event_id, log_url)
+        if hidden and response.error:  # a connection error names the URL: not a preset's secret path
+            response.error = scrub(response.error, hidden)
+        return response, shown_url
+
+    def _send(self, destination: dict[str, Any], method: str, url: str, headers: dict[str, str],
+              body: bytes | None, event_id: str, log_url: str | None = None) -> tuple[Response, str]:
         log_url = log_url or url
         timeout = float(destination["timeout_s"])
         if (self.settings.https_only or destination.get("https_only")) and not url.lower().startswith("https:"):

@@ -54,7 +54,7 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
     url = preset.url or destination["url"]
     try:
         response, _ = drainer.send(destination, destination["method"], url, headers, rendered.body,
-                                   headers["webhook-id"], preset.log_url)
+                                   headers["webhook-id"], preset.log_url, preset.hidden)
         verdict = drainer.preset_verdict(preset, response, [event.get("id", "evt_test")])
     finally:
         drainer.recorder.close()
