@@ -77,7 +77,7 @@ class Param:
                                  "secret": self.secret, "default": self.default, "description": self.description}
         if self.choices:
             shown["choices"] = list(self.choices)
-        for bound in ("minimum", "maximum"):
+        for bound in ("minimum", "maximum", "max_length"):
             if getattr(self, bound) is not None:
                 shown[bound] = getattr(self, bound)
         return shown
@@ -96,6 +96,8 @@ class Param:
             checks.append(validate.Range(self.minimum, self.maximum))
         if self.type in ("string", "text", "url"):
             checks.append(validate.Length(max=self.max_length or (40000 if self.type == "text" else 2048)))
+        elif self.type == "list" and self.max_length:
+            checks.append(validate.Length(max=self.max_length))
         options: dict[str, Any] = {"validate": checks, "required": self.required}
         if self.type in ("integer", "number"):
             options["strict"] = True if self.type == "integer" else False

@@ -56,6 +56,17 @@ class PresetRequest(NamedTuple):
 NO_PRESET = PresetRequest(None, None, {}, {}, None, None, ())
 
 
+def request_headers(content_type: str, *layers: dict[str, str]) -> dict[str, str]:
+    """A request's headers: the format's Content-Type, then each layer in turn (the preset's, the
+    destination's, hookgate's own), a later one winning; a layer may set its own Content-Type
+    (``application/json; charset=utf-8``) whatever the case of its name."""
+    headers = {"Content-Type": content_type}
+    for layer in layers:
+        for name, value in layer.items():
+            headers["Content-Type" if name.lower() == "content-type" else name] = value
+    return headers
+
+
 def drain_destination(destination_id: str) -> dict[str, int]:
     """RQ job: send what is due for one destination. Returns counts by outcome."""
     return Drainer(runtime.current()).drain(destination_id)
@@ -201,8 +212,8 @@ class Drainer:
             return outcomes  # the policy's rate: the batch goes back to pending and waits
         # The same deliveries batched again (a retry) carry the same webhook-id.
         batch_id = "bat_" + hashlib.sha256("|".join(sorted(d["id"] for d, _ in included)).encode()).hexdigest()[:24]
-        headers = {**preset.headers, **destination.get("headers", {}), "Content-Type": rendered.content_type,
-                   "webhook-id": batch_id, "X-Hookgate-Batch-Size": str(len(included))}
+        headers = request_headers(rendered.content_type, preset.headers, destination.get("headers", {}),
+                                  {"webhook-id": batch_id, "X-Hookgate-Batch-Size": str(len(included))})
         url = preset.url or destination["url"]
         response, url = self.send(destination, destination["method"], url, headers,
                                   rendered.body, headers["webhook-id"], preset.log_url, preset.hidden)
@@ -334,14 +345,11 @@ class Drainer:
         except RenderError as exc:
             response = Response(None, error=f"render: {exc}", error_kind="invalid")
         else:
-            headers = {
-                **preset.headers,
-                **destination.get("headers", {}),
-                "Content-Type": rendered.content_type,
+            headers = request_headers(rendered.content_type, preset.headers, destination.get("headers", {}), {
                 "webhook-id": event["id"],
                 "X-Hookgate-Delivery": delivery["id"],
                 "X-Hookgate-Attempt": str(attempt_no),
-            }
+            })
             url, log_url = preset.url or url, preset.log_url or url
             body: bytes | None = rendered.body
             if method == "GET":

@@ -13,7 +13,7 @@ from typing import Any
 from ..presets import MASK, SAMPLE_EVENT
 from ..rendering import RenderError, render_delivery
 from .batch import render_batch
-from .drain import Drainer
+from .drain import Drainer, request_headers
 from .outcomes import classify
 
 __all__ = ["try_destination"]
@@ -39,8 +39,8 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
                                        timeout_s=settings.template_timeout_s, params=preset.params)
     except RenderError as exc:
         return {**result, "error": {"code": "render_failed", "message": str(exc)}}
-    headers = {**preset.headers, **destination.get("headers", {}), "Content-Type": rendered.content_type,
-               "webhook-id": event.get("id", "evt_test")}
+    headers = request_headers(rendered.content_type, preset.headers, destination.get("headers", {}),
+                              {"webhook-id": event.get("id", "evt_test")})
     secret_headers = _secret_headers(destination)
     result["request"] = {
         "method": destination["method"],
