@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import marshmallow
 from marshmallow import fields as mf
@@ -142,6 +142,8 @@ class Preset:
     example_params: dict[str, Any] = field(default_factory=dict)
     # The event's reason not to send it (e.g. Meta refuses events older than 7 days), or None.
     screen: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None
+    # Checks across parameters (one of two required, ...): parameter name → messages, or None.
+    check: Callable[[dict[str, Any]], dict[str, list[str]] | None] | None = None
     origin: str = "plugin"  # plugin (which one is set when registered) or user
 
     def __post_init__(self) -> None:
@@ -235,6 +237,8 @@ def resolve_params(preset: Preset, given: Any, current: dict[str, Any] | None = 
     for p in preset.params:
         if p.name not in values and p.default is not None:
             values[p.name] = p.default
+    if preset.check is not None and (more := preset.check(values)):
+        raise ValidationError("invalid params: " + ", ".join(sorted(more)), {"params": more})
     return values
 
 
@@ -298,7 +302,7 @@ def request_parts(destination: dict[str, Any], box: SecretBox
     hidden: set[str] = set()
     for name in state.get("secrets", {}):
         value = params[name] if isinstance(params[name], str) else json.dumps(params[name])
-        hidden |= {value, quote(value, safe=""), quote(value)}
+        hidden |= {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
         path = urlsplit(value).path
         if value.startswith(("http://", "https://")) and len(path) > 1:
             hidden.add(path)
@@ -334,7 +338,8 @@ def example_request(preset: Preset) -> dict[str, Any]:
     values = {p.name: p.default for p in preset.params if p.default is not None}
     values.update(preset.example_params)
     for p in preset.params:
-        values.setdefault(p.name, _placeholder(p))
+        if p.required:  # optional ones stay unset, as a user would leave them
+            values.setdefault(p.name, _placeholder(p))
     shown = {**values, **{n: URL_MASK for n in preset.secret_names}}
     state = {"base_url": preset.base_url, "path": preset.path, "headers": preset.headers}
     example: dict[str, Any] = {"method": preset.method, "params": {**values, **{n: MASK for n in preset.secret_names}}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..presets import MASK, SAMPLE_EVENT
+from ..presets import MASK, SAMPLE_EVENT, scrub
 from ..rendering import RenderError, render_delivery
 from .batch import render_batch
 from .drain import Drainer, request_headers
@@ -46,7 +46,7 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
         "method": destination["method"],
         "url": preset.log_url or destination["url"],
         "headers": {k: (MASK if k in secret_headers else v) for k, v in headers.items()},
-        "body": rendered.body.decode(errors="replace"),
+        "body": scrub(rendered.body.decode(errors="replace"), preset.hidden),  # CM.com's token is in it
         "auth_profile_id": destination.get("auth_profile_id"),
     }
     if not send:
