@@ -8,8 +8,10 @@ headers) and shows the answer and how it was classified. Nothing is recorded as 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from ..events import isoformat
 from ..presets import MASK, SAMPLE_EVENT, scrub
 from ..rendering import RenderError, render_delivery
 from .batch import render_batch
@@ -22,7 +24,8 @@ __all__ = ["try_destination"]
 def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] | None = None, *,
                     send: bool = False) -> dict[str, Any]:
     drainer = Drainer(rt)
-    event = event or SAMPLE_EVENT
+    # the sample is "now": a receiver may refuse old events (Meta's 7 days)
+    event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.timezone.utc))}
     settings = rt.settings
     result: dict[str, Any] = {"event": event}
     try:
