@@ -225,3 +225,36 @@ def test_plugin_globals_and_filters_reach_every_template_and_leave_with_their_pl
         load()  # the default plugins again: their filters and globals only
     with pytest.raises(TemplateError, match="No filter named 'brand_tag'"):
         validate_template(source)
+
+
+class BrokenScreen:
+    @hookimpl
+    def register_presets(self, register):
+        register(Preset(name="broken.screen", title="b", base_url="https://example.com",
+                        batch={"size": 2, "max_wait_s": 0},
+                        screen=lambda event, params: 1 / 0 if event["name"] == "bad" else None))
+
+
+def test_a_preset_screen_that_raises_skips_the_event_and_the_batch_still_goes(settings, admin, receiver):
+    from app.delivery.worker import run_burst
+
+    app = create_app(settings)
+    rt = app.extensions["hookgate"]
+    try:
+        rt.plugins = load((), (BrokenScreen(),))
+        runtime.install(rt)
+        client = app.test_client()
+        made = client.post("/v1/destinations", headers=admin, json={
+            "preset": "broken.screen", "params": {"url": receiver.url}})
+        assert made.status_code == 201, made.get_json()
+        source = client.post("/v1/sources", headers=admin, json={"name": "s"}).get_json()
+        client.post(f"/v1/sources/{source['id']}/events", headers={"X-Hookgate-Key": source["key"]},
+                    json=[{"name": "bad"}, {"name": "good"}])
+        run_burst(app.extensions["hookgate"])
+        assert len(receiver.requests) == 1 and [e["name"] for e in json.loads(receiver.requests[0].body)] == ["good"]
+        statuses = {d["status"]: d for d in client.get("/v1/deliveries", headers=admin).get_json()["items"]}
+        assert set(statuses) == {"delivered", "skipped"}
+        assert "could not screen the event: ZeroDivisionError" in statuses["skipped"]["last_error"]
+    finally:
+        runtime.install(None)
+        load()

@@ -67,6 +67,18 @@ def request_headers(content_type: str, *layers: dict[str, str]) -> dict[str, str
     return headers
 
 
+def _safe_screen(preset_name: str, screen: Any) -> Any:
+    """A plugin's screen whose failure skips the event with the reason, instead of crashing the drain
+    job (whose leases would bring the same batch back, and crash it again, forever)."""
+    def screened(event: dict[str, Any], params: dict[str, Any]) -> str | None:
+        try:
+            return screen(event, params)
+        except Exception as exc:
+            log.exception("the screen of preset %s failed", preset_name)
+            return f"preset {preset_name} could not screen the event: {type(exc).__name__}: {exc}"
+    return screened
+
+
 def drain_destination(destination_id: str) -> dict[str, int]:
     """RQ job: send what is due for one destination. Returns counts by outcome."""
     return Drainer(runtime.current()).drain(destination_id)
@@ -373,8 +385,9 @@ class Drainer:
         if cached is None:
             url, log_url, headers, params, hidden = request_parts(destination, self.rt.secrets)
             plugin_preset = self.rt.plugins.presets.get(destination["preset"]["name"])
+            screen = plugin_preset.screen if plugin_preset is not None else None
             cached = PresetRequest(url, log_url, headers, params, plugin_preset,
-                                   plugin_preset.screen if plugin_preset is not None else None, hidden)
+                                   _safe_screen(plugin_preset.name, screen) if screen else None, hidden)
             self._presets = {key: cached}
         return cached
 
