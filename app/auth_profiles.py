@@ -18,6 +18,10 @@ Security rules kept here:
 - **OAuth 2.0.** Changing ``token_url`` or ``allowed_domains`` requires re-entering ``client_secret``
   (Bloomreach's rule: a changed endpoint must not inherit a secret it was never given). Any change to
   a profile drops its cached access token.
+- **Imported without secrets.** A profile brought in by ``POST /v1/import`` carries
+  ``needs_secrets`` (the fields to re-enter: ``password``, ``token``, ``client_secret``,
+  ``private_key``, ``headers``, ``query``, ``secret``). ``reveal()`` refuses it, so it is never applied;
+  a PATCH naming those fields (a signing ``secret`` too, or ``/rotate``) clears the marker.
 """
 
 from __future__ import annotations
@@ -124,10 +128,11 @@ def public(profile: dict[str, Any]) -> dict[str, Any]:
     for name in SCALAR_SECRETS.get(profile["type"], ()):
         if shown.get(name) is not None:
             shown[name] = MASK
-    if profile["type"] == "headers":
-        shown["headers"] = [{**h, "value": MASK} if h["secret"] else h for h in profile["headers"]]
+    if profile["type"] == "headers":  # an imported secret header has no value until re-entered
+        shown["headers"] = [{**h, "value": MASK} if h["secret"] and h.get("value") is not None else h
+                            for h in profile["headers"]]
     if profile.get("query") is not None:
-        shown["query"] = {name: MASK for name in profile["query"]}
+        shown["query"] = {name: MASK if value is not None else None for name, value in profile["query"].items()}
     if profile["type"] in SIGNING_TYPES:
         shown["secrets"] = [{"secret": MASK, "created_at": e["created_at"], "expires_at": e["expires_at"]}
                             for e in _live(profile["secrets"], now_ms())]
@@ -136,7 +141,11 @@ def public(profile: dict[str, Any]) -> dict[str, Any]:
 
 def reveal(profile: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     """The profile with its secrets decrypted (``signing_secrets``: the valid ones, newest first).
-    For the outbound path only: never return or log it."""
+    For the outbound path only: never return or log it. Raises ``RuntimeError`` for a profile whose
+    secrets were not re-entered after an import (it must not be used without them)."""
+    if profile.get("needs_secrets"):
+        raise RuntimeError(f"its secrets were not re-entered after an import "
+                           f"({', '.join(profile['needs_secrets'])}): PATCH /v1/auth-profiles/{profile.get('id')}")
     plain = dict(profile)
     for name in SCALAR_SECRETS.get(profile["type"], ()):
         if plain.get(name) is not None:
@@ -157,6 +166,15 @@ def secret_values(plain: dict[str, Any]) -> list[str]:
     values += [h["value"] for h in plain.get("headers") or [] if h.get("secret")]
     values += list((plain.get("query") or {}).values()) + list(plain.get("signing_secrets") or [])
     return [v for v in values if isinstance(v, str) and v]
+
+
+def _still_needs(profile: dict[str, Any], given: list[str]) -> None:
+    """Drop from an imported profile's ``needs_secrets`` the fields just given; the marker goes with the last."""
+    needs = [name for name in profile.get("needs_secrets") or () if name not in given]
+    if needs:
+        profile["needs_secrets"] = needs
+    else:
+        profile.pop("needs_secrets", None)
 
 
 class AuthProfileStore:
@@ -197,6 +215,11 @@ class AuthProfileStore:
 
     def update(self, profile_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         profile = self.get(profile_id)
+        given = [name for name, value in changes.items() if value is not None]
+        if changes.get("secret") and "secret" in (profile.get("needs_secrets") or ()):  # re-entered after an import
+            changes = dict(changes)
+            profile["secrets"] = [{"value": self.box.encrypt(changes.pop("secret")), "created_at": now_ms(),
+                                   "expires_at": None}]
         if "secret" in changes:
             raise ValidationError("invalid fields: secret", {"secret": [
                 f"Rotate a signing secret with POST /v1/auth-profiles/{profile_id}/rotate."]})
@@ -207,6 +230,7 @@ class AuthProfileStore:
                 raise ValidationError("invalid fields: client_secret", {"client_secret": [
                     f"Re-enter the client secret when {' or '.join(moved)} changes."]})
         profile.update(self._seal(profile["type"], changes), updated_at=now_ms())
+        _still_needs(profile, given)
         self._check(profile)
         self._save(profile)
         return profile
@@ -230,6 +254,7 @@ class AuthProfileStore:
             secret = shown_once["secret"] = new_whsec() if standard else new_hmac_secret()
         fresh = {"value": self.box.encrypt(secret), "created_at": stamp, "expires_at": None}
         profile.update(secrets=[fresh, *old][:MAX_SIGNING_SECRETS], updated_at=stamp)
+        _still_needs(profile, ["secret"])
         self._save(profile)
         return profile, shown_once
 
@@ -257,7 +282,7 @@ class AuthProfileStore:
 
     def _check(self, profile: dict[str, Any]) -> None:
         """Rules that need the whole merged record (a partial update sees only part of it)."""
-        if profile["type"] == "mtls":
+        if profile["type"] == "mtls" and "private_key" not in (profile.get("needs_secrets") or ()):
             try:
                 key = self.box.decrypt(profile["private_key"])
                 info = check_certificate_pair(profile["certificate"], key)

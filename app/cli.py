@@ -258,5 +258,57 @@ def presets_show(name: str) -> None:
     click.echo(json.dumps(public_preset(preset), indent=2, ensure_ascii=False))
 
 
+
+def _store_catalog():
+    """The preset catalog with the store behind it: export and import need HOOKGATE_REDIS_URL."""
+    catalog = _catalog()
+    if catalog.db is None:
+        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey")
+    return catalog
+
+
+@main.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="write the document to this file (default: print it)")
+def export_command(output: str | None) -> None:
+    """Policies, auth profiles, user presets and destinations as JSON, without secrets (GET /v1/export)."""
+    import json
+
+    from .exchange import export_document
+
+    catalog = _store_catalog()
+    text = json.dumps(export_document(catalog.db, catalog), indent=2, ensure_ascii=False)
+    if output:
+        Path(output).write_text(text + "\n")
+        click.echo(f"exported to {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@main.command("import")
+@click.argument("file", type=click.File("r"))
+@click.option("--mode", type=click.Choice(["overwrite", "skip"]), default="overwrite", show_default=True,
+              help="what to do with ids this instance already has")
+def import_command(file, mode: str) -> None:
+    """Import an export (all or nothing) and print the report: what was imported, what needs secrets."""
+    import json
+
+    from .errors import HookgateError
+    from .exchange import import_document
+
+    catalog = _store_catalog()
+    try:
+        document = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{file.name} is not JSON: {exc}") from None
+    settings = Settings.from_env()
+    try:
+        report = import_document(catalog.db, catalog, document, mode=mode, https_only=settings.https_only)
+    except HookgateError as exc:
+        click.echo(json.dumps(exc.to_dict(), indent=2, ensure_ascii=False))
+        raise click.ClickException(exc.message) from None
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
 if __name__ == "__main__":
     main()

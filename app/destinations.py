@@ -1,4 +1,9 @@
-"""Destinations: where deliveries go, stored as JSON in one Redis hash."""
+"""Destinations: where deliveries go, stored as JSON in one Redis hash.
+
+A destination brought in by ``POST /v1/import`` may lack secrets: its preset's secret parameters
+(``preset.needs_secrets``) or its auth profile's (the profile's ``needs_secrets``). It stays disabled
+until they are re-entered: enabling it before is a 409 (``missing_secrets``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,22 @@ from typing import Any
 import redis
 
 from .auth_profiles import covers
-from .errors import NotFound, ValidationError
+from .errors import Conflict, NotFound, ValidationError
 from .rendering import validate_template
 from .store import PREFIX, bump_config, keys, new_id, now_ms
 
-__all__ = ["DestinationStore"]
+__all__ = ["DestinationStore", "missing_secrets"]
+
+
+def missing_secrets(db: redis.Redis, destination: dict[str, Any]) -> list[str]:
+    """What must be re-entered before ``destination`` may be enabled: its preset's secret parameters
+    (``params.<name>``) and its auth profile's secrets (``auth_profile <id>: <fields>``)."""
+    missing = [f"params.{name}" for name in (destination.get("preset") or {}).get("needs_secrets") or ()]
+    profile_id = destination.get("auth_profile_id")
+    raw = db.hget(PREFIX + "auth_profiles", profile_id) if profile_id else None
+    if raw is not None and json.loads(raw).get("needs_secrets"):
+        missing.append(f"auth_profile {profile_id}: {', '.join(json.loads(raw)['needs_secrets'])}")
+    return missing
 
 
 class DestinationStore:
@@ -23,6 +39,7 @@ class DestinationStore:
     def create(self, fields: dict[str, Any]) -> dict[str, Any]:
         destination_id = new_id("dst")
         self._check(destination_id, fields)
+        self._check_secrets(destination_id, fields, fields)
         stamp = now_ms()
         destination = {"id": destination_id, **fields, "created_at": stamp, "updated_at": stamp}
         self._save(destination)
@@ -44,6 +61,11 @@ class DestinationStore:
     def update(self, destination_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         destination = self.get(destination_id)
         self._check(destination_id, changes, destination)
+        still = [n for n in (destination.get("preset") or {}).get("needs_secrets") or ()
+                 if n not in ((changes.get("preset") or {}).get("secrets") or {})]
+        if changes.get("preset") and still:  # new params keep the marker until every secret is back
+            changes = {**changes, "preset": {**changes["preset"], "needs_secrets": still}}
+        self._check_secrets(destination_id, changes, {**destination, **changes})
         was_enabled = destination.get("enabled", True)
         destination.update(changes, updated_at=now_ms())
         enabled_again = destination.get("enabled", True) and not was_enabled
@@ -92,6 +114,15 @@ class DestinationStore:
                                    f"{json.loads(raw)['endpoint_prefix']!r}: its credentials are only sent under it."]
         if problems:
             raise ValidationError("invalid references: " + ", ".join(problems), problems)
+
+    def _check_secrets(self, destination_id: str, changes: dict[str, Any], merged: dict[str, Any]) -> None:
+        """An imported destination whose secrets were not re-entered is not enabled (409)."""
+        if not merged.get("enabled", True) or not ({"enabled", "auth_profile_id", "preset"} & set(changes)):
+            return
+        missing = missing_secrets(self.db, merged)
+        if missing:
+            raise Conflict(f"destination {destination_id} cannot be enabled until its secrets are re-entered: "
+                           + "; ".join(missing), {"needs_secrets": missing})
 
     def delete(self, destination_id: str) -> None:
         with self.db.pipeline() as pipe:

@@ -292,6 +292,8 @@ def request_parts(destination: dict[str, Any], box: SecretBox
     headers, the parameter values the templates see, and the texts an error message must not show
     (each secret value, URL-quoted, and a URL's path). Raises ``RenderError``."""
     state = destination["preset"]
+    if state.get("needs_secrets"):  # imported without them: never send with a secret left empty
+        raise RenderError("preset secrets were not re-entered after an import: " + ", ".join(state["needs_secrets"]))
     try:
         params = revealed_params(state, box)
     except RuntimeError as exc:
@@ -457,4 +459,7 @@ def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dic
 
 def public_state(state: dict[str, Any]) -> dict[str, Any]:
     """A destination's preset as the API shows it: name, origin, parameters with secrets masked."""
-    return {"name": state["name"], "origin": state.get("origin"), "params": masked_params(state)}
+    shown = {"name": state["name"], "origin": state.get("origin"), "params": masked_params(state)}
+    if state.get("needs_secrets"):
+        shown["needs_secrets"] = state["needs_secrets"]
+    return shown
