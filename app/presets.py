@@ -8,10 +8,9 @@ and only revealed on the way out (never in a response, an export or the delivery
 Every preset takes a ``url`` parameter that replaces its base URL (a proxy, a regional endpoint, a
 local test receiver); the path is kept.
 
-A destination made from a preset stores what it needs to send (path and header patterns, public
-parameters, encrypted secrets) under ``destination["preset"]``, so it keeps working if the plugin is
-later removed; the plugin adds its classification of answers (``classify_response``) and its
-screening of events (``Preset.screen``) while it is installed.
+A destination made from a preset (``app/preset_destinations.py``) stores what it needs to send, so
+it keeps working if the plugin is later removed; the plugin adds its classification of answers
+(``classify_response``) and its screening of events (``Preset.screen``) while it is installed.
 """
 
 from __future__ import annotations
@@ -21,18 +20,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote, quote_plus, urlsplit
 
-import marshmallow
 from marshmallow import fields as mf
 from marshmallow import validate
 
-from .errors import NotFound, ValidationError
-from .rendering import RenderError, render_body, validate_template
-from .secrets import SecretBox
+from .errors import NotFound
+from .rendering import RenderError, validate_template
 
-__all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "Verdict", "load_preset", "public_preset",
-           "request_parts", "resolve_params", "preset_destination", "masked_params", "scrub", "SAMPLE_EVENT"]
+__all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "PresetCatalog", "Verdict", "load_preset", "public_preset",
+           "SAMPLE_EVENT"]
 
 MASK = "••••••"
 URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
@@ -214,113 +210,6 @@ def load_preset(name: str, folder: Path | None = None, **code: Any) -> Preset:
     return Preset.from_data(data, **code)
 
 
-# -- parameters -------------------------------------------------------------------------------------
-
-def resolve_params(preset: Preset, given: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check ``given`` against the preset's parameters (422 with one message per parameter) and return
-    every value, defaults filled in. ``current`` (the values a destination has) fills in what a
-    change leaves out, so a PATCH need not repeat its secrets."""
-    if not isinstance(given, dict):
-        raise ValidationError("params must be a JSON object", {"params": ["Expected a JSON object."]})
-    unknown = sorted(set(given) - {p.name for p in preset.params})
-    schema = marshmallow.Schema.from_dict(
-        {p.name: p.field() for p in preset.params}, name=f"Params_{preset.name}")()
-    merged = {**(current or {}), **given}
-    problems: dict[str, Any] = {name: ["Not a parameter of this preset."] for name in unknown}
-    try:
-        values = schema.load({k: v for k, v in merged.items() if k not in unknown and v is not None})
-    except marshmallow.ValidationError as exc:
-        problems.update(exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages})
-        values = {}
-    if problems:
-        raise ValidationError("invalid params: " + ", ".join(sorted(problems)), {"params": problems})
-    for p in preset.params:
-        if p.name not in values and p.default is not None:
-            values[p.name] = p.default
-    if preset.check is not None and (more := preset.check(values)):
-        raise ValidationError("invalid params: " + ", ".join(sorted(more)), {"params": more})
-    return values
-
-
-def masked_params(preset_state: dict[str, Any]) -> dict[str, Any]:
-    """A destination's parameters as the API shows them: secrets masked."""
-    return {**preset_state.get("params", {}), **{name: MASK for name in preset_state.get("secrets", {})}}
-
-
-def preset_destination(preset: Preset, values: dict[str, Any], box: SecretBox) -> dict[str, Any]:
-    """The destination fields a preset gives for these parameter values (secrets encrypted)."""
-    secret = {n: values[n] for n in preset.secret_names if values.get(n) not in (None, "")}
-    state = {
-        "name": preset.name,
-        "origin": preset.origin,
-        "base_url": preset.base_url,
-        "path": preset.path,
-        "headers": dict(preset.headers),
-        "params": {k: v for k, v in values.items() if k not in preset.secret_names},
-        "secrets": {n: box.encrypt(json.dumps(v)) for n, v in secret.items()},
-    }
-    shown_url = _url(state, {**state["params"], **{n: URL_MASK for n in secret}})
-    fields: dict[str, Any] = {"url": shown_url, "method": preset.method, "format": preset.format,
-                              "template": preset.template, "timeout_s": preset.timeout_s, "preset": state}
-    if preset.batch:
-        size = values.get("batch_size") or preset.batch.get("size", 100)
-        fields["batch"] = {"size": int(size), "max_wait_s": float(preset.batch.get("max_wait_s", 5.0)),
-                           "item_template": preset.batch.get("item_template"),
-                           "root_template": preset.batch.get("root_template")}
-    return fields
-
-
-def revealed_params(state: dict[str, Any], box: SecretBox) -> dict[str, Any]:
-    return {**state.get("params", {}), **{n: json.loads(box.decrypt(c)) for n, c in state.get("secrets", {}).items()}}
-
-
-def _render_text(source: str, params: dict[str, Any]) -> str:
-    return render_body(source, "text", {"params": params}, max_bytes=16384, timeout_s=1.0).body.decode()
-
-
-def _url(state: dict[str, Any], params: dict[str, Any]) -> str:
-    base = str(params.get("url") or state["base_url"]).rstrip("/")
-    path = _render_text(state.get("path", ""), params) if state.get("path") else ""
-    if path and not path.startswith(("/", "?")):
-        path = "/" + path
-    return base + path
-
-
-def request_parts(destination: dict[str, Any], box: SecretBox
-                  ) -> tuple[str, str, dict[str, str], dict[str, Any], tuple[str, ...]]:
-    """For sending a preset destination: the URL, the URL to log (secrets masked), the preset's
-    headers, the parameter values the templates see, and the texts an error message must not show
-    (each secret value, URL-quoted, and a URL's path). Raises ``RenderError``."""
-    state = destination["preset"]
-    if state.get("needs_secrets"):  # imported without them: never send with a secret left empty
-        raise RenderError("preset secrets were not re-entered after an import: " + ", ".join(state["needs_secrets"]))
-    try:
-        params = revealed_params(state, box)
-    except RuntimeError as exc:
-        raise RenderError(f"preset secrets: {exc}") from None
-    masked = {**params, **{n: URL_MASK for n in state.get("secrets", {})}}
-    headers = {name: _render_text(source, params) for name, source in state.get("headers", {}).items()}
-    headers = {k: v for k, v in headers.items() if v}  # an optional header left empty is not sent
-    hidden: set[str] = set()
-    for name in state.get("secrets", {}):
-        value = params[name] if isinstance(params[name], str) else json.dumps(params[name])
-        hidden |= {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
-        path = urlsplit(value).path
-        if value.startswith(("http://", "https://")) and len(path) > 1:
-            hidden.add(path)
-    hidden = {text for text in hidden if len(text) >= 4}  # never mask a whole error over a tiny value
-    return _url(state, params), _url(state, masked), headers, params, tuple(sorted(hidden, key=len, reverse=True))
-
-
-def scrub(text: str | None, hidden: tuple[str, ...]) -> str | None:
-    """``text`` with every secret of ``hidden`` masked (longest first)."""
-    if not text:
-        return text
-    for secret in hidden:
-        text = text.replace(secret, URL_MASK)
-    return text
-
-
 def public_preset(preset: Preset) -> dict[str, Any]:
     """What ``GET /v1/presets/<name>`` shows: parameters, request shape, auth, and a rendered example."""
     shown = preset.to_data()
@@ -335,6 +224,7 @@ def public_preset(preset: Preset) -> dict[str, Any]:
 def example_request(preset: Preset) -> dict[str, Any]:
     """The request this preset would send for the sample event, with example parameters (secrets masked)."""
     from .delivery.batch import render_batch
+    from .preset_destinations import _render_text, _url
     from .rendering import render_delivery
 
     values = {p.name: p.default for p in preset.params if p.default is not None}
@@ -412,54 +302,3 @@ class PresetCatalog:
     def delete_user_preset(self, name: str) -> None:
         if not self.db.hdel(self.KEY, name):
             raise NotFound(f"no user preset {name!r}", {"name": name})
-
-
-# -- destinations made from presets -------------------------------------------------------------------
-
-def from_preset_body(catalog: PresetCatalog, box: SecretBox, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``{"preset": name, "params": {...}, ...destination fields}`` → the destination fields to check
-    with the destination schema, and the preset state to store beside them. Fields given beside the
-    preset (name, events, template, batch size, ...) win over the preset's."""
-    name = body.get("preset")
-    if not isinstance(name, str):
-        raise ValidationError("preset must be a preset's name", {"preset": ["Expected a string."]})
-    preset = catalog.find(name)
-    if preset is None:
-        raise ValidationError(f"no preset {name!r}", {"preset": [f"No preset {name!r}; see GET /v1/presets."]})
-    if "url" in body:
-        raise ValidationError("a preset destination takes its URL from the preset",
-                              {"url": ["Set params.url to replace the preset's base URL."]})
-    values = resolve_params(preset, body.get("params", {}))
-    fields = preset_destination(preset, values, box)
-    state = fields.pop("preset")
-    given = {k: v for k, v in body.items() if k not in ("preset", "params")}
-    if isinstance(given.get("batch"), dict) and fields.get("batch"):
-        given["batch"] = {**fields["batch"], **given["batch"]}
-    return {"name": preset.title, **fields, **given}, state
-
-
-def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dict[str, Any],
-                        changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A PATCH of a preset destination's ``params``: the secrets it leaves out are kept. Returns the
-    changed destination fields (its URL) and the new preset state."""
-    state = destination["preset"]
-    preset = catalog.find(state["name"])
-    if preset is None:
-        raise ValidationError(f"preset {state['name']!r} is no longer installed: its params cannot change",
-                              {"params": [f"No preset {state['name']!r}."]})
-    if "url" in changes:
-        raise ValidationError("a preset destination takes its URL from the preset",
-                              {"url": ["Set params.url to replace the preset's base URL."]})
-    values = resolve_params(preset, changes.get("params"), revealed_params(state, box))
-    fields = preset_destination(preset, values, box)
-    new_state = {**fields["preset"], "path": state["path"], "headers": state["headers"],
-                 "base_url": state["base_url"]}
-    return {"url": _url(new_state, {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}})}, new_state
-
-
-def public_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A destination's preset as the API shows it: name, origin, parameters with secrets masked."""
-    shown = {"name": state["name"], "origin": state.get("origin"), "params": masked_params(state)}
-    if state.get("needs_secrets"):
-        shown["needs_secrets"] = state["needs_secrets"]
-    return shown

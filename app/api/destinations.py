@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
-from ..presets import from_preset_body, patch_preset_params, public_state
+from ..preset_destinations import from_preset_body, patch_preset_params, public_state
 from ..stats import read as read_stats
 from ..rendering import default_template
 from ..schemas import DestinationSchema

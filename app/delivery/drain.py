@@ -29,7 +29,8 @@ from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
 from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay, retry_after_s
-from ..presets import Preset, Verdict, request_parts, scrub
+from ..preset_destinations import request_parts, scrub
+from ..presets import Preset, Verdict
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]

@@ -12,7 +12,8 @@ import datetime as dt
 from typing import Any
 
 from ..events import isoformat
-from ..presets import MASK, SAMPLE_EVENT, scrub
+from ..preset_destinations import scrub
+from ..presets import MASK, SAMPLE_EVENT
 from ..rendering import RenderError, render_delivery
 from .batch import render_batch
 from .drain import Drainer, request_headers
