@@ -10,9 +10,9 @@ is spent, in which case it enqueues its successor so other destinations get thei
 from __future__ import annotations
 
 import hashlib
-import secrets
 import json
 import logging
+import secrets
 import time
 from typing import Any, NamedTuple
 
@@ -22,6 +22,8 @@ from ..destinations import DestinationStore
 from ..errors import DeliveryError
 from ..outbound_auth import apply_auth, handle_unauthorized
 from ..policies import PolicyStore, Throttle
+from ..preset_destinations import request_parts, scrub
+from ..presets import Preset, Verdict
 from ..rendering import RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
@@ -29,8 +31,6 @@ from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
 from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay, retry_after_s
-from ..preset_destinations import request_parts, scrub
-from ..presets import Preset, Verdict
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]
@@ -376,7 +376,7 @@ class Drainer:
             verdict = self.preset_verdict(preset, response, [event["id"]])
         return self._attempt_done(destination, delivery, event, response, method, log_url, verdict)
 
-    def preset_request(self, destination: dict[str, Any]) -> "PresetRequest":
+    def preset_request(self, destination: dict[str, Any]) -> PresetRequest:
         """What a preset adds to this destination's requests (nothing for a plain destination); its
         secrets are decrypted once per change of the destination, not once per delivery."""
         if not destination.get("preset"):
@@ -385,14 +385,16 @@ class Drainer:
         cached = self._presets.get(key)
         if cached is None:
             url, log_url, headers, params, hidden = request_parts(destination, self.rt.secrets)
-            plugin_preset = self.rt.plugins.presets.get(destination["preset"]["name"])
+            state = destination["preset"]
+            # a user's preset is never read by a plugin that later registers the same name
+            plugin_preset = None if state.get("origin") == "user" else self.rt.plugins.presets.get(state["name"])
             screen = plugin_preset.screen if plugin_preset is not None else None
             cached = PresetRequest(url, log_url, headers, params, plugin_preset,
                                    _safe_screen(plugin_preset.name, screen) if screen else None, hidden)
             self._presets = {key: cached}
         return cached
 
-    def preset_verdict(self, preset: "PresetRequest", response: Response, references: list[str]) -> Verdict | None:
+    def preset_verdict(self, preset: PresetRequest, response: Response, references: list[str]) -> Verdict | None:
         """The preset plugin's reading of the answer (a 200 that says it failed; per-message outcomes)."""
         if preset.plugin is None:
             return None
