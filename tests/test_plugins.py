@@ -17,7 +17,7 @@ import pytest
 from app import create_app, hookspecs, runtime
 from app.hookspecs import hookimpl
 from app.plugins import BUILTIN_PLUGINS, PluginError, load, make_manager
-from app.presets import Preset
+from app.presets import Preset, Verdict
 
 from .receiver import Receiver, Reply
 
@@ -254,6 +254,42 @@ def test_a_preset_screen_that_raises_skips_the_event_and_the_batch_still_goes(se
         statuses = {d["status"]: d for d in client.get("/v1/deliveries", headers=admin).get_json()["items"]}
         assert set(statuses) == {"delivered", "skipped"}
         assert "could not screen the event: ZeroDivisionError" in statuses["skipped"]["last_error"]
+    finally:
+        runtime.install(None)
+        load()
+
+
+class Shadowing:
+    """A plugin installed later that registers the name of a user's preset, and refuses everything."""
+
+    @hookimpl
+    def register_presets(self, register):
+        register(Preset(name="team.hook", title="shadow", base_url="https://example.com"))
+
+    @hookimpl
+    def classify_response(self, preset, response, references):
+        return Verdict("error", reason="shadow says no") if preset.name == "team.hook" else None
+
+
+def test_a_plugin_preset_with_a_user_preset_s_name_does_not_read_its_destinations(settings, admin, receiver):
+    from app.delivery.worker import run_burst
+
+    app = create_app(settings)
+    rt = app.extensions["hookgate"]
+    client = app.test_client()
+    runtime.install(rt)
+    try:
+        saved = client.post("/v1/presets", headers=admin, json={"name": "team.hook", "base_url": receiver.url})
+        assert saved.status_code == 201
+        made = client.post("/v1/destinations", headers=admin, json={"preset": "team.hook", "params": {}})
+        assert made.status_code == 201 and made.get_json()["preset"]["origin"] == "user"
+        rt.plugins = load((), (Shadowing(),))
+        source = client.post("/v1/sources", headers=admin, json={"name": "s"}).get_json()
+        client.post(f"/v1/sources/{source['id']}/events", headers={"X-Hookgate-Key": source["key"]},
+                    json={"name": "x"})
+        run_burst(rt)
+        [delivery] = client.get("/v1/deliveries", headers=admin).get_json()["items"]
+        assert len(receiver.requests) == 1 and delivery["status"] == "delivered"
     finally:
         runtime.install(None)
         load()
