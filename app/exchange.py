@@ -307,7 +307,7 @@ class _Plan:
         from .api.auth_profiles import SCHEMAS
 
         kind = item.get("type")
-        if kind not in SCHEMAS:
+        if not isinstance(kind, str) or kind not in SCHEMAS:
             raise ValidationError("invalid", {"type": [f"Must be one of: {', '.join(SCHEMAS)}."]})
         scalars = SCALAR_SECRETS.get(kind, ())
         body = {k: v for k, v in item.items() if k not in ("id", "certificate_info", "secrets_needed", *_STAMPS)}

@@ -53,11 +53,11 @@ PROBE_RESPONSE_LIMIT = 2048
 class _RedactQuery(logging.Filter):
     """urllib3 logs each request line at DEBUG, query string included: URL credentials must not show."""
 
-    _QUERY = re.compile(r"\?\S*")
+    _TARGET = re.compile(r"^/\S*")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self._QUERY.sub("?[redacted]", a) if isinstance(a, str) else a
+            record.args = tuple(self._TARGET.sub("/[redacted]", a) if isinstance(a, str) else a
                                 for a in record.args)
         return True
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 from typing import Any
 
 import pluggy
@@ -81,9 +82,21 @@ class Plugins:
 
     def classify(self, preset: Preset, response: Any, references: list[str]) -> Verdict | None:
         verdict = self.manager.hook.classify_response(preset=preset, response=response, references=references)
-        if verdict is not None and not isinstance(verdict, Verdict):
-            raise PluginError(f"classify_response for {preset.name!r} returned {verdict!r}, not a Verdict")
+        if verdict is not None:
+            _check_verdict(preset.name, verdict)
+            for item in verdict.items.values():
+                _check_verdict(preset.name, item)
         return verdict
+
+
+def _check_verdict(name: str, verdict: Any) -> None:
+    """A verdict hookgate can act on: a ``Verdict`` (items too), a retry delay that is a number of seconds."""
+    if not isinstance(verdict, Verdict) or not isinstance(verdict.items, dict):
+        raise PluginError(f"classify_response for {name!r} returned {verdict!r}, not a Verdict")
+    wait = verdict.retry_after_s
+    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait)
+                             or wait < 0):
+        raise PluginError(f"classify_response for {name!r}: retry_after_s {wait!r} is not a number of seconds")
 
 
 def make_manager(blocked: tuple[str, ...] = (), *, entry_points: bool = True,

@@ -146,7 +146,7 @@ def from_preset_body(catalog: PresetCatalog, box: SecretBox, body: dict[str, Any
         raise ValidationError("a preset destination takes its URL from the preset",
                               {"url": ["Set params.url to replace the preset's base URL."]})
     values = resolve_params(preset, body.get("params", {}))
-    fields = preset_destination(preset, values, box)
+    fields = _built(preset, values, box)
     state = fields.pop("preset")
     given = {k: v for k, v in body.items() if k not in ("preset", "params")}
     if isinstance(given.get("batch"), dict) and fields.get("batch"):
@@ -166,11 +166,29 @@ def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dic
     if "url" in changes:
         raise ValidationError("a preset destination takes its URL from the preset",
                               {"url": ["Set params.url to replace the preset's base URL."]})
-    values = resolve_params(preset, changes.get("params"), revealed_params(state, box))
-    fields = preset_destination(preset, values, box)
+    given = changes.get("params")
+    current = revealed_params(state, box)
+    if isinstance(given, dict) and "url" in given and given["url"] != current.get("url"):
+        # a new endpoint does not inherit secrets it was never given (as an import, and OAuth's token_url)
+        current = {k: v for k, v in current.items() if k not in preset.secret_names}
+    values = resolve_params(preset, given, current)
+    fields = _built(preset, values, box)
     new_state = {**fields["preset"], "path": state["path"], "headers": state["headers"],
                  "base_url": state["base_url"]}
-    return {"url": _url(new_state, {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}})}, new_state
+    changed: dict[str, Any] = {"url": _url(new_state, {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}})}
+    if fields.get("batch") and destination.get("batch") and "batch_size" in (given or {}):
+        changed["batch"] = {**destination["batch"], "size": fields["batch"]["size"]}
+    return changed, new_state
+
+
+def _built(preset: Preset, values: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    try:
+        return preset_destination(preset, values, box)
+    except RenderError as exc:
+        raise ValidationError(f"the preset's URL does not render with these params: {exc}",
+                              {"params": [str(exc)]}) from None
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"invalid params: batch_size: {exc}", {"params": {"batch_size": [str(exc)]}}) from None
 
 
 def public_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ class Param:
 
     def public(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required,
-                                 "secret": self.secret, "default": self.default, "description": self.description}
+                                 "secret": self.secret, "default": None if self.secret else self.default,
+                                 "description": self.description}
         if self.choices:
             shown["choices"] = list(self.choices)
         for bound in ("minimum", "maximum", "max_length"):
@@ -88,15 +89,15 @@ class Param:
         checks: list[Any] = []
         if self.choices:
             checks.append(validate.OneOf(self.choices))
-        if self.minimum is not None or self.maximum is not None:
+        if self.type in ("integer", "number") and (self.minimum is not None or self.maximum is not None):
             checks.append(validate.Range(self.minimum, self.maximum))
         if self.type in ("string", "text", "url"):
             checks.append(validate.Length(max=self.max_length or (40000 if self.type == "text" else 2048)))
         elif self.type == "list" and self.max_length:
             checks.append(validate.Length(max=self.max_length))
         options: dict[str, Any] = {"validate": checks, "required": self.required}
-        if self.type in ("integer", "number"):
-            options["strict"] = True if self.type == "integer" else False
+        if self.type == "integer":
+            options["strict"] = True
         return kinds[self.type](**options)
 
 

@@ -254,7 +254,10 @@ def render_body(
     source: str | None, fmt: str, context: dict[str, Any], *, max_bytes: int, timeout_s: float
 ) -> Rendered:
     """Render and check one body. Raises ``RenderError`` with a message fit for the delivery log."""
-    template = compile_template(source if source is not None else default_template(fmt), fmt)
+    try:
+        template = compile_template(source if source is not None else default_template(fmt), fmt)
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"template does not compile: line {exc.lineno}: {exc.message}") from None
     _limits.deadline = time.monotonic() + timeout_s
     size = 0
     parts: list[str] = []

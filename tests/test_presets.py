@@ -43,11 +43,16 @@ def test_secret_params_are_encrypted_masked_and_kept_across_a_patch(client, admi
     stored = db.hget("hookgate:destinations", destination["id"])
     assert "s3cr3tpath" not in stored and "s3cr3tpath" not in json.dumps(
         client.get(f"/v1/destinations/{destination['id']}", headers=admin).get_json())
-    # A change of a public parameter keeps the secret one.
+    # A change that keeps the endpoint keeps the secret; a new endpoint must be given the secret again
+    # (it does not inherit one it was never given: an admin cannot redirect a stored token to their host).
+    kept = client.patch(f"/v1/destinations/{destination['id']}", headers=admin, json={"events": ["signup"]})
+    assert kept.status_code == 200 and kept.get_json()["preset"]["params"]["hook_url"] == "••••••"
     other = Receiver().start()
     try:
+        moved = client.patch(f"/v1/destinations/{destination['id']}", headers=admin, json={"params": {"url": other.url}})
+        assert moved.status_code == 422 and "hook_url" in moved.get_json()["error"]["details"]["params"]
         patched = client.patch(f"/v1/destinations/{destination['id']}", headers=admin,
-                               json={"params": {"url": other.url}, "events": ["signup"]})
+                               json={"params": {"url": other.url, "hook_url": HOOK}, "events": ["signup"]})
         assert patched.status_code == 200, patched.get_json()
         assert patched.get_json()["url"] == other.url + "/xxxxxx" and patched.get_json()["events"] == ["signup"]
         source_id, key = make_source()

@@ -68,6 +68,8 @@ def update(destination_id: str):
                    "preset": state}
     else:
         changes = load(_schema, body, partial=True)
+    if destination.get("preset") and isinstance(changes.get("batch"), dict) and destination.get("batch"):
+        changes["batch"] = {**destination["batch"], **changes["batch"]}
     return _show(store.update(destination_id, changes))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as SchemaError
 
 from ..destinations import DestinationStore
 from ..errors import ValidationError
@@ -26,6 +27,11 @@ class ParamSchema(Schema):
     default = fields.Raw(load_default=None, allow_none=True)
     description = fields.String(load_default="", validate=validate.Length(max=1000))
     choices = fields.List(fields.Raw(), load_default=list, validate=validate.Length(max=100))
+
+    @validates_schema
+    def _no_secret_default(self, data, **kwargs):
+        if data.get("secret") and data.get("default") is not None:
+            raise SchemaError("A secret parameter has no default: each destination enters its own.", "default")
 
 
 class UserPresetSchema(Schema):

@@ -232,8 +232,14 @@ class Drainer:
                                   rendered.body, headers["webhook-id"], preset.log_url, preset.hidden)
         verdict = self.preset_verdict(preset, response, [event["id"] for _, event in included])
         for delivery, event in included:
-            outcomes.append(self._attempt_done(destination, delivery, event, response, destination["method"], url,
-                                               verdict.for_item(event["id"]) if verdict is not None else None))
+            try:
+                outcomes.append(self._attempt_done(destination, delivery, event, response, destination["method"],
+                                                   url, verdict.for_item(event["id"]) if verdict is not None else None))
+            except Exception as exc:
+                log.exception("recording delivery %s of a batch failed", delivery["id"])
+                outcomes.append(self._attempt_done(destination, delivery, event, Response(
+                    None, error=f"internal: {type(exc).__name__}: {exc}", error_kind="invalid"),
+                    destination["method"], url))
         return outcomes
 
     def _admitted(self, destination: dict[str, Any], lease_s: float) -> bool:
@@ -368,12 +374,13 @@ class Drainer:
             if method == "GET":
                 if destination["format"] == "form" and rendered.body:
                     url = url + ("&" if "?" in url else "?") + rendered.body.decode()
-                    log_url = log_url + ("&" if "?" in log_url else "?") + rendered.body.decode()
+                    log_url = scrub(log_url + ("&" if "?" in log_url else "?") + rendered.body.decode(), preset.hidden)
                 body = None
                 headers.pop("Content-Type")
             response, log_url = self.send(destination, method, url, headers, body, event["id"], log_url,
                                           preset.hidden)
             verdict = self.preset_verdict(preset, response, [event["id"]])
+            verdict = verdict.for_item(event["id"]) if verdict is not None else None
         return self._attempt_done(destination, delivery, event, response, method, log_url, verdict)
 
     def preset_request(self, destination: dict[str, Any]) -> PresetRequest:
@@ -454,8 +461,10 @@ class Drainer:
         ``log_url`` when the caller's URL carries a preset's secrets, which ``hidden`` lists so that
         an error text (a connection error names the URL) does not show them."""
         response, shown_url = self._send(destination, method, url, headers, body, event_id, log_url)
-        if hidden and response.error:  # a connection error names the URL: not a preset's secret path
+        if hidden:  # a connection error names the URL; a receiver may echo the request
             response.error = scrub(response.error, hidden)
+            response.body = scrub(response.body, hidden)
+            response.headers = {k: scrub(v, hidden) for k, v in response.headers.items()}
         return response, shown_url
 
     def _send(self, destination: dict[str, Any], method: str, url: str, headers: dict[str, str],

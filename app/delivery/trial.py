@@ -13,7 +13,7 @@ from typing import Any
 
 from ..events import isoformat
 from ..preset_destinations import scrub
-from ..presets import MASK, SAMPLE_EVENT
+from ..presets import MASK, SAMPLE_EVENT, URL_MASK
 from ..rendering import RenderError, render_delivery
 from .batch import render_batch
 from .drain import Drainer, request_headers
@@ -33,33 +33,37 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
         preset = drainer.preset_request(destination)
         if preset.skip is not None and (reason := preset.skip(event, preset.params)):
             return {**result, "skipped": reason}
-        if destination.get("batch"):
-            rendered, errors = render_batch(destination, [event], max_bytes=settings.template_max_bytes,
-                                            timeout_s=settings.template_timeout_s, params=preset.params)
-            if rendered is None:
-                raise RenderError("; ".join(errors.values()))
-        else:
-            rendered = render_delivery(destination, event, max_bytes=settings.template_max_bytes,
-                                       timeout_s=settings.template_timeout_s, params=preset.params)
+        secret_names = set((destination.get("preset") or {}).get("secrets", {}))
+        shown_params = {**preset.params, **{n: URL_MASK for n in secret_names}}
+        rendered = _render(destination, event, settings, preset.params)
+        shown = _render(destination, event, settings, shown_params) if secret_names else rendered
     except RenderError as exc:
         return {**result, "error": {"code": "render_failed", "message": str(exc)}}
     headers = request_headers(rendered.content_type, preset.headers, destination.get("headers", {}),
                               {"webhook-id": event.get("id", "evt_test")})
     secret_headers = _secret_headers(destination)
+    method = destination["method"]
+    url, log_url, body = preset.url or destination["url"], preset.log_url or destination["url"], rendered.body
+    if method == "GET":  # as a worker sends it
+        if destination["format"] == "form" and rendered.body:
+            url += ("&" if "?" in url else "?") + rendered.body.decode()
+            log_url += ("&" if "?" in log_url else "?") + shown.body.decode()
+        body = None
+        headers.pop("Content-Type", None)
     result["request"] = {
-        "method": destination["method"],
-        "url": preset.log_url or destination["url"],
-        "headers": {k: (MASK if k in secret_headers else v) for k, v in headers.items()},
-        "body": scrub(rendered.body.decode(errors="replace"), preset.hidden),  # CM.com's token is in it
+        "method": method,
+        "url": scrub(log_url, preset.hidden),
+        "headers": {k: (MASK if k in secret_headers else scrub(v, preset.hidden)) for k, v in headers.items()},
+        "body": scrub(shown.body.decode(errors="replace"), preset.hidden) if body is not None else None,
         "auth_profile_id": destination.get("auth_profile_id"),
     }
     if not send:
         return result
-    url = preset.url or destination["url"]
     try:
-        response, _ = drainer.send(destination, destination["method"], url, headers, rendered.body,
+        response, _ = drainer.send(destination, method, url, headers, body,
                                    headers["webhook-id"], preset.log_url, preset.hidden)
         verdict = drainer.preset_verdict(preset, response, [event.get("id", "evt_test")])
+        verdict = verdict.for_item(event.get("id", "evt_test")) if verdict is not None else None
     finally:
         drainer.recorder.close()
     outcome = verdict.outcome if verdict is not None else classify(response)
@@ -71,9 +75,20 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
     return result
 
 
+def _render(destination: dict[str, Any], event: dict[str, Any], settings: Any, params: dict[str, Any]):
+    if destination.get("batch"):
+        rendered, errors = render_batch(destination, [event], max_bytes=settings.template_max_bytes,
+                                        timeout_s=settings.template_timeout_s, params=params)
+        if rendered is None:
+            raise RenderError("; ".join(errors.values()))
+        return rendered
+    return render_delivery(destination, event, max_bytes=settings.template_max_bytes,
+                           timeout_s=settings.template_timeout_s, params=params)
+
+
 def _secret_headers(destination: dict[str, Any]) -> set[str]:
     """Headers a preset fills from secret parameters (``Authorization: Bearer {{ params.token }}``)."""
     state = destination.get("preset") or {}
     secrets = state.get("secrets", {})
     return {name for name, pattern in state.get("headers", {}).items()
-            if any(f"params.{secret}" in pattern for secret in secrets)}
+            if any(secret in pattern for secret in secrets)}
