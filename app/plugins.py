@@ -97,6 +97,8 @@ def _check_verdict(name: str, verdict: Any) -> None:
     if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait)
                              or wait < 0):
         raise PluginError(f"classify_response for {name!r}: retry_after_s {wait!r} is not a number of seconds")
+    if verdict.reason is not None and not isinstance(verdict.reason, str):
+        raise PluginError(f"classify_response for {name!r}: reason {verdict.reason!r} is not text")
 
 
 def make_manager(blocked: tuple[str, ...] = (), *, entry_points: bool = True,

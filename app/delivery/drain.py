@@ -30,7 +30,8 @@ from . import queue as pending
 from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
-from .outcomes import DEFAULT_RETRY_SCHEDULE, classify, is_retryable, next_delay, retry_after_s
+from .outcomes import (DEFAULT_RETRY_SCHEDULE, MAX_RETRY_AFTER_S, classify, is_retryable, next_delay,
+                       retry_after_s)
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]
@@ -441,8 +442,8 @@ class Drainer:
             if delay is None:
                 status = "failed"
             else:
-                asked = verdict.retry_after_s if verdict is not None and verdict.retry_after_s is not None \
-                    else retry_after_s(response.headers)
+                asked = min(verdict.retry_after_s, MAX_RETRY_AFTER_S) \
+                    if verdict is not None and verdict.retry_after_s is not None else retry_after_s(response.headers)
                 if asked is not None:  # never sooner than the receiver asked, within a day
                     delay = max(delay, asked)
                 due = now_ms() + int(delay * 1000)
