@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from app.delivery.worker import run_burst
 from app.embedded import EmbeddedServer
 from app.store import connect
 
-from .receiver import Receiver
+from .receiver import Receiver, Reply
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -119,3 +119,31 @@ def post_events(client):
         return client.post(f"/v1/sources/{source_id}/events", json=payload, headers={"X-Hookgate-Key": key}, **kwargs)
 
     return post
+
+
+@pytest.fixture
+def answering():
+    """Receivers that answer every request with ``reply`` (a ``Reply``, or a function of the request
+    giving one); all stopped after the test."""
+    started: list[Receiver] = []
+
+    def make(reply: Reply | Callable[..., Reply]) -> Receiver:
+        receiver = Receiver(reply if callable(reply) else (lambda request: reply)).start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def preset_destination(client, admin):
+    """Create a destination from a preset (subscribed to every event unless ``events`` is given)."""
+    def make(preset: str, params: dict, **fields) -> dict:
+        body = {"preset": preset, "params": params, "events": fields.pop("events", ["*"]), **fields}
+        response = client.post("/v1/destinations", json=body, headers=admin)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    return make

@@ -40,29 +40,8 @@ def graph_error(code: int, message: str = "boom", status: int = 400, subcode: in
     return Reply(status, json.dumps({"error": error}).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
-@pytest.fixture
-def answering():
-    started = []
-
-    def make(reply) -> Receiver:
-        receiver = Receiver(reply if callable(reply) else (lambda request: reply))
-        started.append(receiver.start())
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
 
 
-@pytest.fixture
-def preset_destination(client, admin):
-    def make(preset: str, params: dict, **fields) -> dict:
-        body = {"preset": preset, "params": params, "events": ["*"], **fields}
-        response = client.post("/v1/destinations", json=body, headers=admin)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
-
-    return make
 
 
 def deliveries(client, admin, destination_id: str) -> list[dict]:

@@ -28,7 +28,7 @@ from app.hookspecs import hookimpl
 from app.plugins import load
 from app.presets import MASK, Param, Preset, Verdict
 
-from .receiver import Receiver, Reply
+from .receiver import Reply
 
 PHONE = "+15555550100"
 CM_TOKEN = "0b9c1d2e-CM-TOKEN-7e8f9a0b1c2d"
@@ -36,19 +36,6 @@ VONAGE = {"api_key": "k1234567", "api_secret": "vonage-s3cret-42", "from": "Shop
 VONAGE_OK = json.dumps({"message-count": "1", "messages": [{"to": "15555550100", "status": "0"}]}).encode()
 
 
-@pytest.fixture
-def answering():
-    """Receivers that answer every request with ``reply(request)``; stopped after the test."""
-    started: list[Receiver] = []
-
-    def make(reply) -> Receiver:
-        receiver = Receiver(reply).start()
-        started.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
 
 
 def created(client, admin, body: dict) -> dict:

@@ -22,32 +22,16 @@ ZAP_HOOK = f"https://hooks.zapier.com/hooks/catch/{ZAP_SECRET}/?source=crm"
 
 
 @pytest.fixture
-def answering():
+def answering(answering):
     """Receivers that give one scripted answer to every request."""
-    started: list[Receiver] = []
-
     def make(status: int = 200, body: bytes | str = b"ok", headers: dict | None = None,
              content_type: str = "text/plain") -> Receiver:
         raw = body.encode() if isinstance(body, str) else body
-        answer = {"Content-Type": content_type, **(headers or {})}
-        receiver = Receiver(lambda request: Reply(status, raw, answer))
-        started.append(receiver.start())
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
-
-
-@pytest.fixture
-def preset_destination(client, admin):
-    def make(preset: str, params: dict, **fields) -> dict:
-        body = {"preset": preset, "params": params, "events": fields.pop("events", ["*"]), **fields}
-        response = client.post("/v1/destinations", json=body, headers=admin)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
+        return answering(Reply(status, raw, {"Content-Type": content_type, **(headers or {})}))
 
     return make
+
+
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from app.presets import MASK
 from app.store import now_ms
 
-from .receiver import Receiver, Reply
+from .receiver import Reply
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "twilio-auth-t0ken-9f8e7d"
@@ -43,19 +43,6 @@ def vonage_answer(*statuses: tuple[str, str | None]) -> bytes:
     return json.dumps({"message-count": str(len(messages)), "messages": messages}).encode()
 
 
-@pytest.fixture
-def answering():
-    """Receivers that answer every request with ``reply(request)``."""
-    started: list[Receiver] = []
-
-    def make(reply) -> Receiver:
-        receiver = Receiver(reply if callable(reply) else (lambda request: reply)).start()
-        started.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
 
 
 @pytest.fixture
