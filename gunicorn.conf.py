@@ -3,7 +3,7 @@
 # HOOKGATE_ACCESS_LOG and HOOKGATE_LOG_LEVEL change them, and gunicorn's own flags still win.
 from gunicorn.config import KNOWN_SETTINGS
 
-from app.web import gunicorn_options
+from hookgate.web import gunicorn_options
 
 _known = {setting.name for setting in KNOWN_SETTINGS}
 globals().update({key: value for key, value in gunicorn_options().items() if key in _known and value is not None})

@@ -1,5 +1,6 @@
-"""The WSGI entry point: ``gunicorn wsgi:app`` (settings come from HOOKGATE_* variables)."""
+"""``gunicorn wsgi:app`` from the project directory (it reads ``gunicorn.conf.py`` beside this file);
+``gunicorn hookgate.wsgi:app`` works from anywhere. Settings come from HOOKGATE_* variables."""
 
-from app import create_app
+from hookgate.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -1,33 +1,42 @@
-"""hookgate: a webhook gateway. ``create_app`` builds the Flask application."""
+"""hookgate: a webhook gateway.
+
+This module is hookgate's public API: what a plugin package or an embedding application may import
+and rely on. Everything else (``hookgate.delivery``, ``hookgate.store``, …) is internal and may
+change between releases. ``tests/test_exported_members.py`` pins this list.
+
+- ``create_app`` and ``Settings``: the Flask application factory and its settings.
+- ``hookimpl``: the marker for a plugin's hook implementations (the hooks are in
+  ``hookgate.hookspecs`` and in the README).
+- ``Preset``, ``Param``, ``load_preset``: what ``register_presets`` registers.
+- ``Verdict``: what ``classify_response`` returns; ``Response``: what it is given.
+- ``PluginError``: raised at start-up by a plugin that breaks the rules.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
 
-from flask import Flask
-
+from .factory import create_app
 from .config import Settings
-from .runtime import Runtime
+from .delivery.http import Response
+from .hookspecs import hookimpl
+from .plugins import PluginError
+from .presets import Param, Preset, Verdict, load_preset
 
-__all__ = ["create_app", "Settings"]
+try:
+    __version__ = version("hookgate")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0"
 
-
-def create_app(test_config: dict[str, Any] | Settings | None = None) -> Flask:
-    """The application factory. ``test_config`` overrides settings read from the environment."""
-    if isinstance(test_config, Settings):
-        settings = test_config
-    else:
-        settings = Settings.from_env(**(test_config or {}))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = Flask(__name__, static_folder=None)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False
-    app.extensions["hookgate"] = rt = Runtime(settings)
-    rt.plugins  # load plugins now: a misspelt hook or a clashing preset stops start-up
-
-    from . import api, errors
-
-    errors.init_app(app)
-    api.init_app(app)
-    return app
+__all__ = [
+    "Param",
+    "PluginError",
+    "Preset",
+    "Response",
+    "Settings",
+    "Verdict",
+    "__version__",
+    "create_app",
+    "hookimpl",
+    "load_preset",
+]

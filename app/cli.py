@@ -170,7 +170,7 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
         click.echo(f"note: deliveries to loopback ({LOOPBACK}) are allowed for local testing; "
                    "set HOOKGATE_ALLOWED_NETWORKS to change that")
 
-    me = [sys.executable, "-m", "app.cli"]
+    me = [sys.executable, "-m", "hookgate.cli"]
     commands = {"web": me + ["web", "--bind", f"{host}:{port}", "--workers", str(web_workers)]}
     for n in range(worker_count):
         commands[f"worker-{n + 1}"] = me + ["worker"]

@@ -9,8 +9,7 @@ A plugin is a module (or object) with functions marked ``@hookimpl``; hookgate's
     acme = "hookgate_acme"
 
     # hookgate_acme.py
-    from app.hookspecs import hookimpl
-    from app.presets import Preset
+    from hookgate import Preset, hookimpl
 
     @hookimpl
     def register_presets(register):
@@ -35,7 +34,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_presets(register: Callable[[Any], None]) -> None:
-    """Register destination presets by calling ``register(preset)`` once per ``app.presets.Preset``.
+    """Register destination presets by calling ``register(preset)`` once per ``hookgate.Preset``.
 
     One plugin may register many presets. Names are dotted, ``<family>.<what>`` (``slack.message``);
     a name registered twice stops start-up.
@@ -61,12 +60,12 @@ def register_template_globals() -> dict[str, Any] | None:
 def classify_response(preset: Any, response: Any, references: list[str]) -> Any:
     """Classify the answer to a request made for a destination built from ``preset``.
 
-    ``response`` is an ``app.delivery.http.Response`` (``status_code``, ``headers``, ``body``, ``json()``;
+    ``response`` is an ``hookgate.delivery.http.Response`` (``status_code``, ``headers``, ``body``, ``json()``;
     ``status_code`` is None when nothing was answered). ``references`` are the event ids the request
     carried, in the order they were rendered: one for a single delivery, many for a batch.
 
     Return None to leave the answer to the next plugin and, in the end, to hookgate's rule (2xx
-    delivered, 4xx error, 5xx bounced). Otherwise return an ``app.presets.Verdict``: its ``outcome``
+    delivered, 4xx error, 5xx bounced). Otherwise return an ``hookgate.Verdict``: its ``outcome``
     (``delivered``, ``error`` or ``bounced``; bounced is retried) holds for every event of the request,
     except those named in its ``items`` (event id → ``Verdict``), which is how a batch records
     per-message outcomes (CM.com answers per message inside one 200). Return it only for presets you

@@ -7,7 +7,7 @@ Security rules kept here:
   be made to send its client secret to an arbitrary host. ``token_endpoint_allowed`` checks it; the
   outbound path enforces it before any token request.
 - **SSRF.** The token request goes through the same guarded adapters as deliveries
-  (``app.delivery.http._GuardedAdapter``): the host is resolved once, checked against the allowed
+  (``hookgate.delivery.http._GuardedAdapter``): the host is resolved once, checked against the allowed
   networks and the connection pinned to that address. Redirects are not followed; proxies and
   ``.netrc`` from the environment are ignored; the token endpoint must be HTTPS (oauthlib's rule).
 - **Secrets.** The cached token is encrypted with the ``SecretBox``; the client secret travels as

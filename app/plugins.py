@@ -58,7 +58,7 @@ class Plugins:
         caller("register_presets", others)(register=found.append)
         for preset in found:
             if not isinstance(preset, Preset):
-                raise PluginError(f"plugin {plugin_name!r} registered {preset!r}, not an app.presets.Preset")
+                raise PluginError(f"plugin {plugin_name!r} registered {preset!r}, not a hookgate.Preset")
             if preset.name in self.presets:
                 raise PluginError(f"plugin {plugin_name!r}: preset {preset.name!r} is registered twice")
             preset.origin = plugin_name
@@ -109,7 +109,7 @@ def make_manager(blocked: tuple[str, ...] = (), *, entry_points: bool = True,
         manager.set_blocked(name)
     for name in BUILTIN_PLUGINS:
         if not manager.is_blocked(name):
-            manager.register(importlib.import_module(f"plugins.{name}"), name=name)
+            manager.register(importlib.import_module(f"hookgate.builtin_plugins.{name}"), name=name)
     if entry_points:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin in extra:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +36,8 @@ URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
 PARAM_TYPES = ("string", "text", "integer", "number", "boolean", "url", "list", "object")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+# presets/ in the source tree, installed as hookgate.builtin_presets (a folder on disk in every install)
+PRESETS_DIR = Path(str(resources.files("hookgate.builtin_presets")))
 
 # Non-personal sample data for examples and ``POST /v1/destinations/<id>/test``.
 SAMPLE_EVENT: dict[str, Any] = {

@@ -8,6 +8,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .factory import create_app
+
 __all__ = ["gunicorn_options", "WebServer"]
 
 
@@ -40,6 +42,4 @@ class WebServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from . import create_app
-
         return create_app()

@@ -210,7 +210,7 @@ def redis_server(workdir: pathlib.Path) -> Iterator[tuple[str, str]]:
     if url := os.environ.get("HOOKGATE_REDIS_URL"):
         yield url, "HOOKGATE_REDIS_URL"  # not the URL itself: it may hold a password
         return
-    from app.embedded import EmbeddedServer
+    from hookgate.embedded import EmbeddedServer
 
     server = EmbeddedServer(workdir)
     server.start()
@@ -230,7 +230,7 @@ def _expect(response: Any, status: int) -> Any:
 def ingest(redis_url: str, destination: dict[str, Any], n: int, timeout_s: float | None = None) -> None:
     """Create a source and ``destination``, then ingest ``n`` events through the Flask test client,
     ``INGEST_BATCH`` a request (this enqueues the drain job); BenchError after ``timeout_s``, if given."""
-    from app import create_app
+    from hookgate import create_app
 
     flask_app = create_app({"redis_url": redis_url, "admin_token": "bench",
                             "allowed_networks": "127.0.0.0/8", "log_level": "WARNING"})
@@ -252,7 +252,7 @@ def ingest(redis_url: str, destination: dict[str, Any], n: int, timeout_s: float
 
 # --- child processes ------------------------------------------------------------------------------
 def worker_env(redis_url: str) -> dict[str, str]:
-    """The environment of a ``python -m app.cli worker`` against ``redis_url``."""
+    """The environment of a ``python -m hookgate.cli worker`` against ``redis_url``."""
     return dict(os.environ, HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8",
                 HOOKGATE_LOG_LEVEL="WARNING")
 

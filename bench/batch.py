@@ -3,7 +3,7 @@
 A source and a catch-all destination with ``"batch": {"size": --batch-size, "max_wait_s": 5}`` (the
 default item and root templates: each event as JSON, the items as a JSON array) are created, and
 ``--events`` events are ingested through hookgate's own API (the Flask test client, 1,000 events a
-request; not timed). Then one ``python -m app.cli worker --burst`` subprocess sends them; it must do so
+request; not timed). Then one ``python -m hookgate.cli worker --burst`` subprocess sends them; it must do so
 in exactly ``events / batch-size`` requests. The receiver (an asyncio HTTP/1.1 keep-alive server in a
 process of its own) parses every body and counts requests, items (the length of a JSON array, 1 for
 an object), distinct event ids, and requests whose ``X-Hookgate-Batch-Size`` does not match the array.
@@ -58,14 +58,14 @@ class Phase:
 
 
 def run_worker(redis_url: str, receiver: Receiver, events: int, log_path: pathlib.Path) -> Phase:
-    """One ``app.cli worker --burst``: time from its start until the receiver counted ``events`` items."""
+    """One ``hookgate.cli worker --burst``: time from its start until the receiver counted ``events`` items."""
     before = receiver.snapshot()
 
     def progress() -> tuple[int, int]:
         now = receiver.snapshot()
         return now[REQUESTS] - before[REQUESTS], now[ITEMS] - before[ITEMS]
 
-    wall, first, exited, code = run_burst([sys.executable, "-m", "app.cli", "worker", "--burst"],
+    wall, first, exited, code = run_burst([sys.executable, "-m", "hookgate.cli", "worker", "--burst"],
                                           worker_env(redis_url), log_path, "the worker", progress, events, "items")
     if code != 0:
         raise BenchError(f"the worker exited with code {code}" + tail(log_path))
@@ -91,7 +91,7 @@ def check(phase: Phase, what: str, requests_expected: int) -> list[str]:
 
 
 def print_table(batch: Phase, plain: Phase, batch_size: int, store: str) -> None:
-    print(f"batch delivery: one `app.cli worker --burst` per row, store: {store}, "
+    print(f"batch delivery: one `hookgate.cli worker --burst` per row, store: {store}, "
           f"receiver: asyncio HTTP/1.1 (own process, parses every body), {os.cpu_count()} CPUs")
     header = (f"{'path':<22} {'events':>8} {'requests':>9} {'items':>8} {'worker wall':>12} "
               f"{'µs/event':>9} {'events/s':>9} {'start→1st':>10} {'µs/event excl. start':>21}")

@@ -54,7 +54,7 @@ def post_loop(url: str, body: bytes, n: int) -> float:
 
 def run_worker(redis_url: str, receiver: Receiver, n: int, log_path: pathlib.Path) -> tuple[float, float]:
     """Start one burst worker; return (seconds until the receiver counted ``n``, seconds to the first)."""
-    return _run_until_counted([sys.executable, "-m", "app.cli", "worker", "--burst"], worker_env(redis_url),
+    return _run_until_counted([sys.executable, "-m", "hookgate.cli", "worker", "--burst"], worker_env(redis_url),
                               receiver, n, log_path, "the worker")
 
 
@@ -117,7 +117,7 @@ def main() -> int:
     if args.events < 1 or args.rounds < 1 or args.rq_jobs < 0:
         parser.error("--events and --rounds must be at least 1, --rq-jobs at least 0")
 
-    from app.events import canonical_event
+    from hookgate.events import canonical_event
 
     event = canonical_event("src_" + "0" * 28, EVENT, received_at=dt.datetime.now(dt.timezone.utc))
     body = json.dumps(event, ensure_ascii=False).encode()  # what hookgate's default JSON template sends

@@ -183,7 +183,7 @@ def store(tmp: pathlib.Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from app.embedded import EmbeddedServer
+    from hookgate.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp)
     server.start(preexec_fn=os.setsid)  # a Ctrl-C must not stop the store before the servers
@@ -195,9 +195,9 @@ def store(tmp: pathlib.Path) -> Iterator[str]:
 
 def configure(api: str, db: redis.Redis, destinations: int) -> tuple[str, str]:
     """FLUSHDB, then one source and ``destinations`` destinations, exactly one of them on "purchase"."""
-    from app.destinations import DestinationStore
-    from app.schemas import DestinationSchema
-    from app.store import keys
+    from hookgate.destinations import DestinationStore
+    from hookgate.schemas import DestinationSchema
+    from hookgate.store import keys
 
     db.flushdb()
     auth = {"Authorization": f"Bearer {ADMIN}"}
@@ -233,7 +233,7 @@ def main() -> int:
             with store(tmp) as url, \
                     gunicorn("bench._ingest_bare:app", url, args.web_workers, tmp / "bare.log") as bare, \
                     gunicorn("wsgi:app", url, args.web_workers, tmp / "hookgate.log") as hook:
-                from app.store import connect, keys
+                from hookgate.store import connect, keys
 
                 db = connect(url)
                 for count in DESTINATION_COUNTS:

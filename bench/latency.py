@@ -1,6 +1,6 @@
 """End-to-end delivery latency at a steady rate, through real processes, next to its floor.
 
-- hookgate: ``gunicorn wsgi:app`` (2 sync workers) and one ``python -m app.cli worker``, against one
+- hookgate: ``gunicorn wsgi:app`` (2 sync workers) and one ``python -m hookgate.cli worker``, against one
   store; a paced client POSTs one event per request to ``/v1/sources/<id>/events`` (one
   ``requests.Session``), each carrying its send time in ``data.sent_at``; a catch-all destination
   delivers to the receiver, which records arrival time − ``sent_at``.
@@ -242,7 +242,7 @@ def main() -> int:
             port = free_port()
             env = hookgate_env(url, port)
             processes.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"], env)
-            processes.start("worker", [sys.executable, "-m", "app.cli", "worker"], env)
+            processes.start("worker", [sys.executable, "-m", "hookgate.cli", "worker"], env)
             api = f"http://127.0.0.1:{port}"
             wait_for_api(api, processes)
             source_id, key = create_flow(api, receiver.url)

@@ -34,8 +34,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from app.hookspecs import hookimpl
-from app.presets import Verdict, load_preset
+from hookgate import hookimpl, load_preset, Verdict
 
 CONVERSIONS = "meta.conversions"
 WHATSAPP_TEXT = "meta.whatsapp_text"

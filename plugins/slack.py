@@ -25,8 +25,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from app.hookspecs import hookimpl
-from app.presets import Verdict, load_preset
+from hookgate import hookimpl, load_preset, Verdict
 
 __all__ = ["MESSAGE", "POST_MESSAGE", "slack_escape"]
 

@@ -7,8 +7,7 @@ comes without ``Retry-After``: hookgate's retry schedule backs off.
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from app.presets import Verdict, load_preset
+from hookgate import hookimpl, load_preset, Verdict
 
 NAME = "zapier.catch_hook"
 

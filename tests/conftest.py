@@ -12,11 +12,11 @@ from typing import Callable, Iterator
 
 import pytest
 
-from app import create_app, runtime
-from app.config import Settings, parse_networks
-from app.delivery.worker import run_burst
-from app.embedded import EmbeddedServer
-from app.store import connect
+from hookgate import create_app, runtime
+from hookgate.config import Settings, parse_networks
+from hookgate.delivery.worker import run_burst
+from hookgate.embedded import EmbeddedServer
+from hookgate.store import connect
 
 from .receiver import Receiver, Reply
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.adapters import bloomreach, crossengage, webengage, xml, xtremepush
-from app.adapters._common import ItemError, loads_lenient, parse_time, safe_id
-from app.errors import ValidationError
-from app.events import MAX_EVENTS_PER_REQUEST, canonical_event
-from app.schemas import EventSchema
+from hookgate.adapters import bloomreach, crossengage, webengage, xml, xtremepush
+from hookgate.adapters._common import ItemError, loads_lenient, parse_time, safe_id
+from hookgate.errors import ValidationError
+from hookgate.events import MAX_EVENTS_PER_REQUEST, canonical_event
+from hookgate.schemas import EventSchema
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seeds"  # shared/ sits beside the repo

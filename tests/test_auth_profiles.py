@@ -18,10 +18,10 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.auth_profiles import KEY, MASK, AuthProfileStore, covers
-from app.errors import DeliveryError
-from app.oauth import token_key
-from app.outbound_auth import apply_auth, handle_unauthorized
+from hookgate.auth_profiles import KEY, MASK, AuthProfileStore, covers
+from hookgate.errors import DeliveryError
+from hookgate.oauth import token_key
+from hookgate.outbound_auth import apply_auth, handle_unauthorized
 
 from .receiver import Received, Receiver, Reply
 from .tls import PKI, TLSReceiver

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -30,3 +31,31 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert run.endswith("hookgate up") and "pytest" in test
     ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == test
+
+
+def section(title: str) -> str:
+    return README.split(f"\n{title}\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_every_hook_is_documented_with_its_exact_signature():
+    from hookgate import hookspecs
+
+    table = section("### Writing a plugin")
+    specs = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "hookgate_spec")]
+    assert sorted(specs) == ["classify_response", "register_presets", "register_template_filters",
+                             "register_template_globals"]
+    for name in specs:
+        signature = f"`{name}({', '.join(inspect.signature(getattr(hookspecs, name)).parameters)})`"
+        assert signature in table, signature
+    documented = set(re.findall(r"^\| `(\w+)\(", table, re.M))
+    assert documented == set(specs)
+
+
+def test_the_readme_documents_the_public_api_and_the_example_uses_only_it():
+    import hookgate
+
+    table = section("### The public API")
+    assert set(re.findall(r"^\| `(\w+)`", table, re.M)) == set(hookgate.__all__)
+    example = (ROOT / "tests/data/example_plugin/hookgate_example.py").read_text()
+    assert re.findall(r"^(?:from|import) hookgate\S*", example, re.M) == ["from hookgate"]
+    assert "from hookgate import Param, Preset, Verdict, hookimpl" in README

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.store import connect
+from hookgate.store import connect
 
 from .processes import alive, descendants, free_port, hookgate, spawn, stop_group, wait_http, wait_until
 from .receiver import Receiver, Reply
@@ -106,7 +106,7 @@ def test_a_worker_killed_mid_drain_loses_nothing(tmp_path, redis_url, db):
     receiver = Receiver(lambda request: Reply(delay=0.02)).start()
     env = base_env(HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ADMIN_TOKEN=ADMIN,
                    HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8", HOOKGATE_LEASE="2s", HOOKGATE_TICK="0.2s")
-    from app import create_app
+    from hookgate import create_app
 
     client = create_app({"redis_url": redis_url, "admin_token": ADMIN}).test_client()
     auth = {"Authorization": f"Bearer {ADMIN}"}

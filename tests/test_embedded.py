@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.embedded import EmbeddedServer
-from app.store import connect
+from hookgate.embedded import EmbeddedServer
+from hookgate.store import connect
 
 
 def test_data_survives_a_restart_of_the_embedded_server(tmp_path):

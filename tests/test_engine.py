@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from app.delivery.aftermath import NOTIFY, failing_since_key
-from app.policies import Throttle
-from app.store import now_ms
+from hookgate.delivery.aftermath import NOTIFY, failing_since_key
+from hookgate.policies import Throttle
+from hookgate.store import now_ms
 
 from .receiver import Receiver, Reply
 
@@ -179,8 +179,8 @@ def test_policy_concurrency_is_shared_across_destinations_and_workers(client, ad
         destinations = [make_destination(receiver.url + f"/d{n}", policy_id=policy["id"], name=f"d{n}")
                         for n in range(3)]
         post_events(source_id, key, [{"name": f"e{n}"} for n in range(8)])
-        from app.delivery.drain import Drainer
-        from app.store import keys
+        from hookgate.delivery.drain import Drainer
+        from hookgate.store import keys
 
         def drain_until_done(destination_id: str) -> None:  # one drain job after another, concurrently
             for _ in range(400):
@@ -276,9 +276,9 @@ def test_a_slow_destination_does_not_hold_up_the_others(make_source, make_destin
                                                        receiver, rt, settings):
     import dataclasses
 
-    from app import runtime as runtime_module
-    from app.delivery.worker import run_burst
-    from app.runtime import Runtime
+    from hookgate import runtime as runtime_module
+    from hookgate.delivery.worker import run_burst
+    from hookgate.runtime import Runtime
 
     tight = Runtime(dataclasses.replace(settings, drain_budget_s=0.3))
     runtime_module.install(tight)

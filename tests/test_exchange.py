@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from standardwebhooks import Webhook
 
-from app.auth_profiles import KEY as AUTH_PROFILES
-from app.cli import main as cli
-from app.errors import DeliveryError
-from app.outbound_auth import apply_auth
-from app.store import keys
+from hookgate.auth_profiles import KEY as AUTH_PROFILES
+from hookgate.cli import main as cli
+from hookgate.errors import DeliveryError
+from hookgate.outbound_auth import apply_auth
+from hookgate.store import keys
 
 from .receiver import Receiver, Reply
 

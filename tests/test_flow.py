@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.store import keys
+from hookgate.store import keys
 
 
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
-from app.signatures import sign_hmac
-from app.store import keys
+from hookgate.signatures import sign_hmac
+from hookgate.store import keys
 
 from .test_adapters import EXAMPLES, SEEDS
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import parse_networks
-from app.delivery.http import Sender
-from app.errors import BlockedDestination
-from app.netguard import check_address, resolve
+from hookgate.config import parse_networks
+from hookgate.delivery.http import Sender
+from hookgate.errors import BlockedDestination
+from hookgate.netguard import check_address, resolve
 
 LOOPBACK = parse_networks("127.0.0.0/8,::1/128")
 

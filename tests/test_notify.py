@@ -14,11 +14,11 @@ from typing import Iterator
 
 import pytest
 
-from app import create_app, runtime
-from app.delivery.aftermath import NOTIFY, Aftermath
-from app.delivery.ticker import tick
-from app.notify import send_due
-from app.store import now_ms
+from hookgate import create_app, runtime
+from hookgate.delivery.aftermath import NOTIFY, Aftermath
+from hookgate.delivery.ticker import tick
+from hookgate.notify import send_due
+from hookgate.store import now_ms
 
 from .receiver import Receiver, Reply
 from .smtp import SmtpServer
@@ -156,12 +156,12 @@ def test_the_ticker_is_what_sends_the_e_mail(client, admin, make_destination, fa
 @pytest.mark.parametrize("smtp_password", ["wrong"])
 def test_a_refused_smtp_login_is_logged_and_the_destination_stays_disabled(client, admin, trip, smtp, db,
                                                                             caplog):
-    caplog.set_level(logging.WARNING, logger="app.notify")
+    caplog.set_level(logging.WARNING, logger="hookgate.notify")
     [flaky] = trip(("flaky", OPS))  # the worker does not crash
     assert smtp.messages == []
     assert smtp.logins and not any(login.ok for login in smtp.logins)
     failures = [record for record in caplog.records
-                if record.name == "app.notify" and record.levelno == logging.WARNING
+                if record.name == "hookgate.notify" and record.levelno == logging.WARNING
                 and f"notification e-mail to {OPS} failed" in record.getMessage()]
     assert len(failures) == 1 and "535" in failures[0].getMessage()
     state = shown(client, admin, flaky["id"])
@@ -193,7 +193,7 @@ def test_enabling_stops_the_reminders_while_a_still_disabled_destination_gets_an
 
 
 def test_a_name_with_a_line_break_cannot_inject_headers(rt, smtp):
-    from app.notify import notify_once
+    from hookgate.notify import notify_once
 
     destination = {"id": "dst_x", "name": "a\r\nBcc: x@evil.test", "url": "https://example.com",
                    "disabled_reason": "gone", "disabled_detail": "410", "notify": {"email": "ops@example.com"}}

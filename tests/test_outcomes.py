@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from app.delivery.http import RESPONSE_LIMIT
-from app.store import keys
+from hookgate.delivery.http import RESPONSE_LIMIT
+from hookgate.store import keys
 
 from .receiver import Receiver, Reply
 

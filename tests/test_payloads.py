@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from app.rendering import default_template
+from hookgate.rendering import default_template
 
 
 def test_webengage_envelope(make_source, make_destination, post_events, receiver, work):

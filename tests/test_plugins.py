@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app, hookspecs, runtime
-from app.hookspecs import hookimpl
-from app.plugins import BUILTIN_PLUGINS, PluginError, load, make_manager
-from app.presets import Preset, Verdict
+from hookgate import create_app, hookspecs, runtime
+from hookgate.hookspecs import hookimpl
+from hookgate.plugins import BUILTIN_PLUGINS, PluginError, load, make_manager
+from hookgate.presets import Preset, Verdict
 
 from .receiver import Receiver, Reply
 
@@ -46,7 +46,7 @@ def test_the_block_list_comes_from_the_environment(settings, client, admin):
     names = [p["name"] for p in app.test_client().get("/v1/presets", headers=admin).get_json()["items"]]
     assert "zapier.catch_hook" not in names
     assert "zapier.catch_hook" in [p["name"] for p in client.get("/v1/presets", headers=admin).get_json()["items"]]
-    from app.config import Settings
+    from hookgate.config import Settings
 
     assert Settings.from_env({"HOOKGATE_BLOCK_PLUGINS": " zapier, meta ,"}).blocked_plugins == ("meta", "zapier")
 
@@ -82,7 +82,7 @@ class NotAPreset:
 
 @pytest.mark.parametrize("plugin, message", [(Clashing(), "'tojson' is taken"),
                                              (Twice(), "registered twice"),
-                                             (NotAPreset(), "not an app.presets.Preset")])
+                                             (NotAPreset(), "not a hookgate.Preset")])
 def test_a_plugin_that_clashes_stops_start_up(plugin, message):
     with pytest.raises(PluginError, match=message):
         load((), (plugin,))
@@ -136,7 +136,7 @@ def with_example(example_installed, settings):
 def test_an_installed_package_adds_its_preset_to_the_cli_with_no_change_to_hookgate(example_installed):
     env = {**os.environ, "PYTHONPATH": str(example_installed)}
     env.pop("HOOKGATE_REDIS_URL", None)
-    hookgate = [sys.executable, "-m", "app.cli"]
+    hookgate = [sys.executable, "-m", "hookgate.cli"]
     listed = subprocess.run(hookgate + ["presets", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert "example.notify" in listed.stdout and "zapier.catch_hook" in listed.stdout
@@ -174,7 +174,7 @@ def test_an_installed_package_s_preset_delivers_with_its_filter_and_its_classifi
             posted = client.post(f"/v1/sources/{source_id}/events", headers={"X-Hookgate-Key": key},
                                  json={"name": "order_shipped", "user_id": f"u{n}", "data": {"message": f"m{n}"}})
             assert posted.status_code == 202
-            from app.delivery.worker import run_burst
+            from hookgate.delivery.worker import run_burst
 
             run_burst(with_example.extensions["hookgate"])
         assert [r.path for r in receiver.requests] == ["/v1/team%20a/notify"] * 3
@@ -209,8 +209,8 @@ class Branding:
 
 
 def test_plugin_globals_and_filters_reach_every_template_and_leave_with_their_plugin():
-    from app.errors import TemplateError
-    from app.rendering import RenderError, render_body, validate_template
+    from hookgate.errors import TemplateError
+    from hookgate.rendering import RenderError, render_body, validate_template
 
     source = '{{ data.title | brand_tag(brand) }} {{ brand.colour }}'
     try:
@@ -235,7 +235,7 @@ class BrokenScreen:
 
 
 def test_a_preset_screen_that_raises_skips_the_event_and_the_batch_still_goes(settings, admin, receiver):
-    from app.delivery.worker import run_burst
+    from hookgate.delivery.worker import run_burst
 
     app = create_app(settings)
     rt = app.extensions["hookgate"]
@@ -272,7 +272,7 @@ class Shadowing:
 
 
 def test_a_plugin_preset_with_a_user_preset_s_name_does_not_read_its_destinations(settings, admin, receiver):
-    from app.delivery.worker import run_burst
+    from hookgate.delivery.worker import run_burst
 
     app = create_app(settings)
     rt = app.extensions["hookgate"]

@@ -10,8 +10,8 @@ import urllib.parse
 
 import pytest
 
-from app.delivery.http import Response
-from app.store import now_ms
+from hookgate.delivery.http import Response
+from hookgate.store import now_ms
 from plugins import meta
 
 from .receiver import Receiver, Reply

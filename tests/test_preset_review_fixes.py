@@ -22,11 +22,11 @@ import urllib.parse
 
 import pytest
 
-from app import create_app, runtime
-from app.delivery.worker import run_burst
-from app.hookspecs import hookimpl
-from app.plugins import load
-from app.presets import MASK, Param, Preset, Verdict
+from hookgate import create_app, runtime
+from hookgate.delivery.worker import run_burst
+from hookgate.hookspecs import hookimpl
+from hookgate.plugins import load
+from hookgate.presets import MASK, Param, Preset, Verdict
 
 from .receiver import Reply
 

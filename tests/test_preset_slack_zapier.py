@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from app.presets import MASK
-from app.store import now_ms
+from hookgate.presets import MASK
+from hookgate.store import now_ms
 
 from .receiver import Receiver, Reply
 

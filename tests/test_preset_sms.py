@@ -11,8 +11,8 @@ import urllib.parse
 
 import pytest
 
-from app.presets import MASK
-from app.store import now_ms
+from hookgate.presets import MASK
+from hookgate.store import now_ms
 
 from .receiver import Reply
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import TemplateError
-from app.rendering import RenderError, render_body, validate_template
+from hookgate.errors import TemplateError
+from hookgate.rendering import RenderError, render_body, validate_template
 
 EVENT = {"id": "evt_1", "name": "signup", "user_id": "u1", "data": {"n": 3, "items": [1, 2]}, "profile": {}}
 

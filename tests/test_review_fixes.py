@@ -6,8 +6,8 @@ import json
 import socket
 import time
 
-from app.signatures import sign_hmac
-from app.store import keys
+from hookgate.signatures import sign_hmac
+from hookgate.store import keys
 
 from .receiver import Receiver, Reply
 
@@ -108,7 +108,7 @@ def test_inputs_that_once_answered_500(client, admin, make_source, post_events):
 
 
 def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
-    from app.delivery.recorder import Recorder, outcome_writes
+    from hookgate.delivery.recorder import Recorder, outcome_writes
 
     db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})  # changed since it was read
     db.zadd(keys.status("pending"), {"dlv_1": 1})
@@ -123,8 +123,8 @@ def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
 def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, make_destination, post_events, db):
     """A job whose lease lapsed (its receiver was slower than the lease) can no longer renew, release
     or record the delivery once another job has taken it: only the holder's outcome counts."""
-    from app.delivery import queue as pending
-    from app.delivery.recorder import Recorder, outcome_writes
+    from hookgate.delivery import queue as pending
+    from hookgate.delivery.recorder import Recorder, outcome_writes
 
     source_id, key = make_source()
     destination = make_destination("http://127.0.0.1:9/never")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.destinations import DestinationStore
-from app.routing import Router, RoutingIndex
+from hookgate.destinations import DestinationStore
+from hookgate.routing import Router, RoutingIndex
 
 
 def dest(did, events, enabled=True):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from app import create_app, runtime
-from app.admin_tokens import HASHES, TOKENS
+from hookgate import create_app, runtime
+from hookgate.admin_tokens import HASHES, TOKENS
 
 
 def test_admin_tokens_are_hashed_listed_masked_and_revocable(client, admin, db):
@@ -65,7 +65,7 @@ def test_an_http_destination_saved_before_https_only_is_refused_at_send_time(
     event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
     strict = runtime.Runtime(dataclasses.replace(settings, https_only=True))
     runtime.install(strict)
-    from app.delivery.worker import run_burst
+    from hookgate.delivery.worker import run_burst
 
     run_burst(strict)
     assert receiver.requests == []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.filters import compile_condition, validate_condition
+from hookgate.filters import compile_condition, validate_condition
 
 PURCHASE = {"name": "purchase", "user_id": "u1", "origin": "api", "channel": "email",
             "data": {"amount": 120, "currency": "EUR", "tags": ["vip"], "sku": "A-1"},

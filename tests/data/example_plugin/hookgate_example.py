@@ -6,8 +6,7 @@ header), one template filter (``example_shout``) and reads Acme's answers, which
 when Acme wants it again later.
 """
 
-from app.hookspecs import hookimpl
-from app.presets import Param, Preset, Verdict
+from hookgate import Param, Preset, Verdict, hookimpl
 
 PRESET = Preset(
     name="example.notify",
