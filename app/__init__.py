@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .factory import create_app
 from .config import Settings
 from .delivery.http import Response
+from .factory import create_app
 from .hookspecs import hookimpl
 from .plugins import PluginError
 from .presets import Param, Preset, Verdict, load_preset

@@ -15,12 +15,10 @@ from typing import Any
 import redis
 
 from .errors import NotFound
-from .store import PREFIX, new_id, now_ms
+from .store import keys, new_id, now_ms
 
 __all__ = ["AdminTokenStore"]
 
-TOKENS = PREFIX + "admin_tokens"
-HASHES = PREFIX + "admin_token_hashes"
 
 
 def _hash(token: str) -> str:
@@ -35,23 +33,23 @@ class AdminTokenStore:
         token = "hga_" + secrets.token_urlsafe(32)
         record = {"id": new_id("adm"), "name": name, "hint": token[:8] + "…", "created_at": now_ms()}
         with self.db.pipeline() as pipe:
-            pipe.hset(TOKENS, record["id"], json.dumps({**record, "hash": _hash(token)}))
-            pipe.hset(HASHES, _hash(token), record["id"])
+            pipe.hset(keys.admin_tokens, record["id"], json.dumps({**record, "hash": _hash(token)}))
+            pipe.hset(keys.admin_token_hashes, _hash(token), record["id"])
             pipe.execute()
         return record, token
 
     def list(self) -> list[dict[str, Any]]:
-        records = (json.loads(raw) for raw in self.db.hvals(TOKENS))
+        records = (json.loads(raw) for raw in self.db.hvals(keys.admin_tokens))
         return sorted(({k: v for k, v in r.items() if k != "hash"} for r in records), key=lambda r: r["id"])
 
     def revoke(self, token_id: str) -> None:
-        raw = self.db.hget(TOKENS, token_id)
+        raw = self.db.hget(keys.admin_tokens, token_id)
         if raw is None:
             raise NotFound(f"no admin token {token_id!r}", {"id": token_id})
         with self.db.pipeline() as pipe:
-            pipe.hdel(HASHES, json.loads(raw)["hash"])
-            pipe.hdel(TOKENS, token_id)
+            pipe.hdel(keys.admin_token_hashes, json.loads(raw)["hash"])
+            pipe.hdel(keys.admin_tokens, token_id)
             pipe.execute()
 
     def valid(self, token: str) -> bool:
-        return self.db.hexists(HASHES, _hash(token))
+        return self.db.hexists(keys.admin_token_hashes, _hash(token))

@@ -36,15 +36,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .errors import NotFound, ValidationError
-from .oauth import token_key
 from .secrets import SecretBox
 from .signatures import new_hmac_secret, new_whsec
-from .store import PREFIX, bump_config, new_id, now_ms
+from .store import bump_config, keys, new_id, now_ms
 
 __all__ = ["MASK", "TYPES", "AuthProfileStore", "check_ca", "check_certificate_pair", "covers", "public",
            "reveal", "secret_values"]
 
-KEY = PREFIX + "auth_profiles"  # hash: profile id → profile JSON (secrets encrypted)
 MASK = "••••••"
 TYPES = ("basic", "bearer", "headers", "url", "signed_payload", "standard_webhooks",
          "oauth2_client_credentials", "mtls")
@@ -201,7 +199,7 @@ class AuthProfileStore:
         return profile, shown_once
 
     def find(self, profile_id: str) -> dict[str, Any] | None:
-        raw = self.db.hget(KEY, profile_id)
+        raw = self.db.hget(keys.auth_profiles, profile_id)
         return json.loads(raw) if raw is not None else None
 
     def get(self, profile_id: str) -> dict[str, Any]:
@@ -211,7 +209,7 @@ class AuthProfileStore:
         return profile
 
     def all(self) -> list[dict[str, Any]]:
-        return sorted((json.loads(v) for v in self.db.hvals(KEY)), key=lambda p: p["id"])
+        return sorted((json.loads(v) for v in self.db.hvals(keys.auth_profiles)), key=lambda p: p["id"])
 
     def update(self, profile_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         profile = self.get(profile_id)
@@ -260,8 +258,8 @@ class AuthProfileStore:
 
     def delete(self, profile_id: str) -> None:
         with self.db.pipeline() as pipe:
-            pipe.hdel(KEY, profile_id)
-            pipe.delete(token_key(profile_id))
+            pipe.hdel(keys.auth_profiles, profile_id)
+            pipe.delete(keys.oauth_token(profile_id))
             bump_config(pipe)
             removed = pipe.execute()[0]
         if not removed:
@@ -298,7 +296,7 @@ class AuthProfileStore:
 
     def _save(self, profile: dict[str, Any]) -> None:
         with self.db.pipeline() as pipe:
-            pipe.hset(KEY, profile["id"], json.dumps(profile))
-            pipe.delete(token_key(profile["id"]))  # credentials may have changed: fetch a new token
+            pipe.hset(keys.auth_profiles, profile["id"], json.dumps(profile))
+            pipe.delete(keys.oauth_token(profile["id"]))  # credentials may have changed: fetch a new token
             bump_config(pipe)
             pipe.execute()

@@ -10,7 +10,8 @@ import dataclasses
 import ipaddress
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["Settings", "parse_duration", "parse_networks"]
 
@@ -101,7 +102,7 @@ class Settings:
     }
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every ``HOOKGATE_*`` variable; ``overrides`` win over the environment."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

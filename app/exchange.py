@@ -50,15 +50,12 @@ import marshmallow
 import redis
 from marshmallow import Schema, fields, validate
 
-from .auth_profiles import KEY as AUTH_PROFILES
 from .auth_profiles import SCALAR_SECRETS, SIGNING_TYPES, covers
 from .errors import HookgateError, ValidationError
-from .oauth import token_key
-from .policies import POLICIES
 from .presets import NAME, PARAM_NAME, PARAM_TYPES, Preset, PresetCatalog
 from .rendering import validate_template
 from .schemas import FORMATS, METHODS, DestinationSchema
-from .store import PREFIX, bump_config, keys, now_ms
+from .store import bump_config, keys, now_ms
 
 __all__ = ["VERSION", "MODES", "export_document", "import_document"]
 
@@ -80,8 +77,8 @@ def export_document(db: redis.Redis, catalog: PresetCatalog) -> dict[str, Any]:
     return {
         "hookgate_export": VERSION,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "policies": every(POLICIES),
-        "auth_profiles": [export_profile(p) for p in every(AUTH_PROFILES)],
+        "policies": every(keys.policies),
+        "auth_profiles": [export_profile(p) for p in every(keys.auth_profiles)],
         "presets": [export_preset(p) for p in catalog.all() if p.origin == "user"],
         "destinations": [export_destination(d) for d in every(keys.destinations)],
     }
@@ -250,9 +247,9 @@ class _Plan:
         self.problems = _Problems()
         self.stamp = now_ms()
         self.existing = {
-            "policies": {k: json.loads(v) for k, v in db.hgetall(POLICIES).items()},
-            "auth_profiles": {k: json.loads(v) for k, v in db.hgetall(AUTH_PROFILES).items()},
-            "presets": {k: json.loads(v) for k, v in db.hgetall(PresetCatalog.KEY).items()},
+            "policies": {k: json.loads(v) for k, v in db.hgetall(keys.policies).items()},
+            "auth_profiles": {k: json.loads(v) for k, v in db.hgetall(keys.auth_profiles).items()},
+            "presets": {k: json.loads(v) for k, v in db.hgetall(keys.presets).items()},
             "destinations": {k: json.loads(v) for k, v in db.hgetall(keys.destinations).items()},
         }
         # What each section will hold by id once written (only the items the import writes).
@@ -487,20 +484,20 @@ class _Plan:
             needs.append(entry)
         with self.db.pipeline(transaction=True) as pipe:
             for policy in self.records["policies"].values():
-                pipe.hset(POLICIES, policy["id"], json.dumps(policy))
+                pipe.hset(keys.policies, policy["id"], json.dumps(policy))
             for profile in self.records["auth_profiles"].values():
-                pipe.hset(AUTH_PROFILES, profile["id"], json.dumps(profile))
-                pipe.delete(token_key(profile["id"]))
+                pipe.hset(keys.auth_profiles, profile["id"], json.dumps(profile))
+                pipe.delete(keys.oauth_token(profile["id"]))
             for name, preset in self.records["presets"].items():
-                pipe.hset(PresetCatalog.KEY, name, json.dumps(preset))
+                pipe.hset(keys.presets, name, json.dumps(preset))
             for ident, destination in held.items():
                 pipe.hset(keys.destinations, ident, json.dumps(destination))
                 before = self.existing["destinations"].get(ident)
                 if destination.get("enabled", True) and before is not None and not before.get("enabled", True):
                     # Enabled again, as DestinationStore.update does: its backlog is due, the breaker restarts.
                     pipe.zadd(keys.due, {ident: self.stamp}, lt=True)
-                    pipe.zrem(PREFIX + "notify", ident)
-                    pipe.delete(f"{PREFIX}dest:{ident}:failing_since")
+                    pipe.zrem(keys.notify, ident)
+                    pipe.delete(keys.failing_since(ident))
             bump_config(pipe)
             pipe.execute()
         return {

@@ -15,7 +15,8 @@ false (``neq`` and ``nin`` included), except ``exists: false``.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["MISSING", "OPERATORS", "compile_condition", "lookup", "missing_required", "subscription_matcher",
            "validate_condition"]

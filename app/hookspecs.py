@@ -21,7 +21,8 @@ start-up (``check_pending``), so a misspelt hook is found at once, not when it s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -15,10 +15,9 @@ import urllib.parse
 from email.message import EmailMessage
 from typing import Any
 
-from .delivery.aftermath import NOTIFY
 from .destinations import DestinationStore
 from .runtime import Runtime
-from .store import now_ms
+from .store import keys, now_ms
 
 __all__ = ["send_due", "notify_once"]
 
@@ -77,17 +76,17 @@ def notify_once(rt: Runtime, destination: dict[str, Any]) -> None:
 
 def send_due(rt: Runtime, limit: int = 100) -> int:
     """Notify every disabled destination whose next notification is due. Returns how many."""
-    due = rt.db.zrangebyscore(NOTIFY, "-inf", now_ms(), start=0, num=limit)
+    due = rt.db.zrangebyscore(keys.notify, "-inf", now_ms(), start=0, num=limit)
     store = DestinationStore(rt.db)
     sent = 0
     for destination_id in due:
         destination = store.find(destination_id)
         if destination is None or destination.get("enabled", True) or not destination.get("notify"):
-            rt.db.zrem(NOTIFY, destination_id)
+            rt.db.zrem(keys.notify, destination_id)
             continue
         # Claim this round first, so several tickers do not all send it.
         interval_ms = int(float(destination["notify"].get("interval_s", 3600)) * 1000)
-        if rt.db.zadd(NOTIFY, {destination_id: now_ms() + interval_ms}, xx=True, gt=True, ch=True):
+        if rt.db.zadd(keys.notify, {destination_id: now_ms() + interval_ms}, xx=True, gt=True, ch=True):
             try:
                 notify_once(rt, destination)
             except Exception:  # one bad destination must not stop the others' notifications

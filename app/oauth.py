@@ -35,9 +35,9 @@ from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session
 
 from .errors import DeliveryError
-from .store import PREFIX
+from .store import keys
 
-__all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed", "token_key",
+__all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed", 
            "valid_domain"]
 
 # requests-oauthlib and oauthlib log request bodies and tokens at DEBUG: keep them quiet whatever
@@ -48,10 +48,6 @@ for _name in ("requests_oauthlib", "oauthlib"):
 DEFAULT_EXPIRES_S = 300.0  # a token response without expires_in is trusted this long
 LOCK_S = 15.0
 _PORTS = {"http": 80, "https": 443}
-
-
-def token_key(profile_id: str) -> str:
-    return f"{PREFIX}oauth:{profile_id}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -148,7 +144,7 @@ def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, verify: boo
 def get_token(profile: dict[str, Any], db: redis.Redis, box: Any, *, allowed_networks: tuple,
               verify: bool | str = True, timeout: float = 10.0) -> str:
     """The cached access token of a revealed profile, or a fresh one (cached for every worker)."""
-    key = token_key(profile["id"])
+    key = keys.oauth_token(profile["id"])
     cached = _read(db, box, key)
     if cached:
         return cached
@@ -180,7 +176,7 @@ def get_token(profile: dict[str, Any], db: redis.Redis, box: Any, *, allowed_net
 def invalidate(db: redis.Redis, profile_id: str, token: str | None = None) -> bool:
     """Drop the cached token (only if it is still ``token``, when given: another worker may already
     have replaced it). True when something was dropped."""
-    key = token_key(profile_id)
+    key = keys.oauth_token(profile_id)
     if token is None:
         return bool(db.delete(key))
     with db.pipeline() as pipe:

@@ -17,11 +17,10 @@ from typing import Any
 import redis
 
 from .errors import Conflict, NotFound
-from .store import PREFIX, bump_config, new_id, now_ms
+from .store import bump_config, keys, new_id, now_ms
 
 __all__ = ["PolicyStore", "Throttle"]
 
-POLICIES = PREFIX + "policies"
 
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -50,14 +49,6 @@ return 0
 """
 
 
-def slots_key(policy_id: str) -> str:
-    return f"{PREFIX}policy:{policy_id}:slots"
-
-
-def rate_key(policy_id: str) -> str:
-    return f"{PREFIX}policy:{policy_id}:rate"
-
-
 class PolicyStore:
     def __init__(self, db: redis.Redis):
         self.db = db
@@ -69,17 +60,17 @@ class PolicyStore:
         return policy
 
     def get(self, policy_id: str) -> dict[str, Any]:
-        raw = self.db.hget(POLICIES, policy_id)
+        raw = self.db.hget(keys.policies, policy_id)
         if raw is None:
             raise NotFound(f"no policy {policy_id!r}", {"id": policy_id})
         return json.loads(raw)
 
     def find(self, policy_id: str) -> dict[str, Any] | None:
-        raw = self.db.hget(POLICIES, policy_id)
+        raw = self.db.hget(keys.policies, policy_id)
         return json.loads(raw) if raw else None
 
     def all(self) -> list[dict[str, Any]]:
-        return sorted((json.loads(v) for v in self.db.hvals(POLICIES)), key=lambda p: p["id"])
+        return sorted((json.loads(v) for v in self.db.hvals(keys.policies)), key=lambda p: p["id"])
 
     def update(self, policy_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         policy = self.get(policy_id)
@@ -90,12 +81,12 @@ class PolicyStore:
     def delete(self, policy_id: str, in_use_by: list[str]) -> None:
         if in_use_by:
             raise Conflict("the policy is in use", {"destinations": in_use_by})
-        if not self.db.hdel(POLICIES, policy_id):
+        if not self.db.hdel(keys.policies, policy_id):
             raise NotFound(f"no policy {policy_id!r}", {"id": policy_id})
 
     def _save(self, policy: dict[str, Any]) -> None:
         with self.db.pipeline() as pipe:
-            pipe.hset(POLICIES, policy["id"], json.dumps(policy))
+            pipe.hset(keys.policies, policy["id"], json.dumps(policy))
             bump_config(pipe)
             pipe.execute()
 
@@ -118,7 +109,7 @@ class Throttle:
     def acquire(self) -> bool:
         """Take (or keep) a slot; False when the policy is full (the caller yields)."""
         now = now_ms()
-        return bool(self._acquire(keys=[slots_key(self.policy["id"])],
+        return bool(self._acquire(keys=[keys.policy_slots(self.policy["id"])],
                                   args=[now, now + self.hold_ms, self.holder, int(self.policy["concurrency"])]))
 
     def wait_ms(self) -> int:
@@ -126,7 +117,7 @@ class Throttle:
         rate = self.policy.get("rate_per_s")
         if not rate:
             return 0
-        return int(self._rate(keys=[rate_key(self.policy["id"])], args=[now_ms(), 1000.0 / float(rate)]))
+        return int(self._rate(keys=[keys.policy_rate(self.policy["id"])], args=[now_ms(), 1000.0 / float(rate)]))
 
     def release(self) -> None:
-        self.db.zrem(slots_key(self.policy["id"]), self.holder)
+        self.db.zrem(keys.policy_slots(self.policy["id"]), self.holder)

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from marshmallow import fields as mf
 from marshmallow import validate
 
 from .errors import NotFound
 from .rendering import RenderError, validate_template
+from .store import keys
 
 __all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "PresetCatalog", "Verdict", "load_preset", "public_preset",
            "SAMPLE_EVENT"]
@@ -112,13 +114,13 @@ class Verdict:
     outcome: str
     reason: str | None = None
     retry_after_s: float | None = None
-    items: dict[str, "Verdict"] = field(default_factory=dict)
+    items: dict[str, Verdict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.outcome not in ("delivered", "error", "bounced"):
             raise ValueError(f"a verdict's outcome is delivered, error or bounced, not {self.outcome!r}")
 
-    def for_item(self, reference: str) -> "Verdict":
+    def for_item(self, reference: str) -> Verdict:
         return self.items.get(reference, self)
 
 
@@ -190,7 +192,7 @@ class Preset:
                 "params": [p.public() for p in self.params if p.name != "url"]}
 
     @classmethod
-    def from_data(cls, data: dict[str, Any], **code: Any) -> "Preset":
+    def from_data(cls, data: dict[str, Any], **code: Any) -> Preset:
         params = tuple(Param(**{k: tuple(v) if k == "choices" else v for k, v in p.items()})
                        for p in data.get("params", ()))
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "params"}
@@ -268,7 +270,6 @@ def _placeholder(p: Param) -> Any:
 class PresetCatalog:
     """Every preset one process knows: the plugins' (loaded once) and the users' (in Redis)."""
 
-    KEY = "hookgate:presets"
 
     def __init__(self, db: Any, builtin: dict[str, Preset]):
         self.db = db
@@ -277,7 +278,7 @@ class PresetCatalog:
     def find(self, name: str) -> Preset | None:
         if name in self.builtin:
             return self.builtin[name]
-        raw = self.db.hget(self.KEY, name) if self.db is not None else None
+        raw = self.db.hget(keys.presets, name) if self.db is not None else None
         return Preset.from_data({**json.loads(raw), "origin": "user"}) if raw is not None else None
 
     def get(self, name: str) -> Preset:
@@ -287,7 +288,7 @@ class PresetCatalog:
         return preset
 
     def all(self) -> list[Preset]:
-        stored = self.db.hvals(self.KEY) if self.db is not None else []
+        stored = self.db.hvals(keys.presets) if self.db is not None else []
         users = [Preset.from_data({**json.loads(v), "origin": "user"}) for v in stored]
         return sorted([*self.builtin.values(), *users], key=lambda p: p.name)
 
@@ -297,11 +298,11 @@ class PresetCatalog:
         if preset.name in self.builtin:
             raise Conflict(f"{preset.name!r} is a plugin's preset", {"name": preset.name})
         data = preset.to_data()
-        if not replace and not self.db.hsetnx(self.KEY, preset.name, json.dumps(data)):
+        if not replace and not self.db.hsetnx(keys.presets, preset.name, json.dumps(data)):
             raise Conflict(f"a preset named {preset.name!r} exists", {"name": preset.name})
         if replace:
-            self.db.hset(self.KEY, preset.name, json.dumps(data))
+            self.db.hset(keys.presets, preset.name, json.dumps(data))
 
     def delete_user_preset(self, name: str) -> None:
-        if not self.db.hdel(self.KEY, name):
+        if not self.db.hdel(keys.presets, name):
             raise NotFound(f"no user preset {name!r}", {"name": name})

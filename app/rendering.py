@@ -14,12 +14,13 @@ import json
 import threading
 import time
 import urllib.parse
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import defusedxml.ElementTree as safe_xml
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from xml.sax.saxutils import escape as xml_escape
 
 from .errors import TemplateError
 

@@ -15,16 +15,12 @@ import redis
 
 from . import runtime
 from .errors import Conflict, NotFound
-from .store import PREFIX, keys, new_id, now_ms
+from .store import keys, new_id, now_ms
 
 __all__ = ["replay_delivery", "start_bulk_replay", "read_replay", "run_bulk_replay"]
 
 REPLAY_TTL = 7 * 86400
 BATCH = 200
-
-
-def _replay_key(replay_id: str) -> str:
-    return f"{PREFIX}replay:{replay_id}"
 
 
 def _requeue(pipe, delivery: dict[str, str], due: int) -> None:
@@ -66,15 +62,15 @@ def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, sin
         "replayed": 0,
         "created_at": now_ms(),
     }
-    rt.db.hset(_replay_key(replay["id"]), mapping=replay)
-    rt.db.expire(_replay_key(replay["id"]), REPLAY_TTL)
+    rt.db.hset(keys.replay(replay["id"]), mapping=replay)
+    rt.db.expire(keys.replay(replay["id"]), REPLAY_TTL)
     rt.queue.enqueue_call(run_bulk_replay, args=(replay["id"],), timeout=3600, result_ttl=0,
                           description=f"replay {destination_id} {status}")
     return read_replay(rt.db, replay["id"])
 
 
 def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
-    raw = db.hgetall(_replay_key(replay_id))
+    raw = db.hgetall(keys.replay(replay_id))
     if not raw:
         raise NotFound(f"no replay {replay_id!r}", {"id": replay_id})
     return {k: (int(v) if k in ("since", "until", "scanned", "replayed", "created_at", "finished_at") else v)
@@ -88,7 +84,7 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
     rt = runtime.current()
     db = rt.db
     replay = read_replay(db, replay_id)
-    key = _replay_key(replay_id)
+    key = keys.replay(replay_id)
     db.hset(key, "state", "running")
     index = keys.destination_deliveries(replay["destination_id"])
     start = 0

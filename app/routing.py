@@ -13,7 +13,8 @@ import json
 import re
 import threading
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 

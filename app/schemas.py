@@ -6,11 +6,10 @@ names it, not a silently ignored setting.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import base64
 import datetime as dt
+import re
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
@@ -198,7 +197,7 @@ class EventSchema(Schema):
     id = fields.String(validate=[validate.Length(1, 128), validate.Regexp(_EVENT_ID)])
     name = fields.String(required=True, validate=validate.Length(1, 200))
     category = fields.String(validate=validate.OneOf(CATEGORIES))
-    time = fields.AwareDateTime(default_timezone=dt.timezone.utc)
+    time = fields.AwareDateTime(default_timezone=dt.UTC)
     user_id = fields.String(allow_none=True, validate=validate.Length(max=256))
     anonymous_id = fields.String(allow_none=True, validate=validate.Length(max=256))
     profile = fields.Dict(keys=fields.String(), load_default=dict)

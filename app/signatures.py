@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from .errors import Unauthorized
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from .store import PREFIX
+from .store import keys
 
 __all__ = ["OUTCOMES", "count", "read"]
 
@@ -21,18 +21,14 @@ MINUTE_TTL = 2 * 3600
 HOUR_TTL = 8 * 86400
 
 
-def _key(destination_id: str, unit: str, bucket: int) -> str:
-    return f"{PREFIX}stats:{destination_id}:{unit}:{bucket}"
-
-
 def count(pipe, destination_id: str, outcome: str, n: int = 1, at: float | None = None) -> None:
     """Add ``n`` of ``outcome`` to the destination's buckets (inside the caller's pipeline)."""
     at = time.time() if at is None else at
     minute, hour = int(at // 60), int(at // 3600)
-    pipe.hincrby(_key(destination_id, "m", minute), outcome, n)
-    pipe.expire(_key(destination_id, "m", minute), MINUTE_TTL)
-    pipe.hincrby(_key(destination_id, "h", hour), outcome, n)
-    pipe.expire(_key(destination_id, "h", hour), HOUR_TTL)
+    pipe.hincrby(keys.stats(destination_id, "m", minute), outcome, n)
+    pipe.expire(keys.stats(destination_id, "m", minute), MINUTE_TTL)
+    pipe.hincrby(keys.stats(destination_id, "h", hour), outcome, n)
+    pipe.expire(keys.stats(destination_id, "h", hour), HOUR_TTL)
 
 
 def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int = 24) -> dict[str, Any]:
@@ -42,9 +38,9 @@ def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int 
     hour_ids = [int(now // 3600) - n for n in range(hours - 1, -1, -1)]
     with db.pipeline(transaction=False) as pipe:
         for bucket in minute_ids:
-            pipe.hmget(_key(destination_id, "m", bucket), OUTCOMES)
+            pipe.hmget(keys.stats(destination_id, "m", bucket), OUTCOMES)
         for bucket in hour_ids:
-            pipe.hmget(_key(destination_id, "h", bucket), OUTCOMES)
+            pipe.hmget(keys.stats(destination_id, "h", bucket), OUTCOMES)
         rows = pipe.execute()
 
     def shape(buckets: list[int], values: list[list[str | None]], seconds: int) -> list[dict[str, Any]]:

@@ -47,15 +47,29 @@ def bump_config(pipe) -> None:
 
 
 class keys:
-    """Key names. One place, so a reader can see the whole data model."""
+    """Every key hookgate writes, built here and nowhere else, so a reader sees the whole data model.
 
+    Lua scripts that must name keys they learn while running (the lease reclaimer finds delivery ids
+    in a sorted set) get the patterns below from ``keys.lua_patterns()`` as arguments, never their own
+    copy of a name. ``tests/test_code_health.py`` checks that no other module spells ``hookgate:``.
+    """
+
+    # -- configuration (no TTL: it is what the operator made) --------------------------------------
     sources = PREFIX + "sources"  # hash: source id → source JSON
     destinations = PREFIX + "destinations"  # hash: destination id → destination JSON
+    auth_profiles = PREFIX + "auth_profiles"  # hash: profile id → profile JSON (secrets encrypted)
+    policies = PREFIX + "policies"  # hash: policy id → policy JSON
+    presets = PREFIX + "presets"  # hash: user preset name → preset JSON
+    admin_tokens = PREFIX + "admin_tokens"  # hash: token id → token JSON (no secret)
+    admin_token_hashes = PREFIX + "admin_token_hashes"  # hash: SHA-256 of a token → token id
     config_version = PREFIX + "config:version"  # random token, replaced on every configuration change
+
+    # -- the delivery queue --------------------------------------------------------------------------
     deliveries = PREFIX + "deliveries"  # zset: delivery id → created ms (every delivery)
     leases = PREFIX + "leases"  # zset: "<destination id>|<delivery id>" → lease expiry ms
     lease_holders = PREFIX + "lease_holders"  # hash: the same member → the token of the job holding it
     due = PREFIX + "due"  # zset: destination id → earliest due ms of its pending deliveries
+    notify = PREFIX + "notify"  # zset: destination id → when to notify about it next (ms)
 
     @staticmethod
     def event(event_id: str) -> str:  # string: canonical event JSON (TTL: event retention)
@@ -86,6 +100,20 @@ class keys:
         return f"{PREFIX}dest:{destination_id}:pending"
 
     @staticmethod
+    def wake(destination_id: str) -> str:  # string: set while a drain job is queued or running
+        return f"{PREFIX}dest:{destination_id}:wake"
+
+    @staticmethod
+    def failing_since(destination_id: str) -> str:  # string: ms of the first failure of a failing run
+        return f"{PREFIX}dest:{destination_id}:failing_since"
+
+    @staticmethod
+    def lua_patterns() -> dict[str, str]:
+        """Key patterns for Lua's ``string.format`` (``%s`` is the id), passed to scripts as arguments."""
+        return {"delivery": f"{PREFIX}delivery:%s", "pending": f"{PREFIX}dest:%s:pending"}
+
+    # -- ingest --------------------------------------------------------------------------------------
+    @staticmethod
     def idempotency(source_id: str, external_id: str) -> str:  # string: event id (TTL: event retention)
         return f"{PREFIX}idem:{source_id}:{external_id}"
 
@@ -97,6 +125,23 @@ class keys:
     def seen_signature(source_id: str, value: str) -> str:  # string: set while a signature is fresh (replays)
         return f"{PREFIX}seen:{source_id}:{value}"
 
+    # -- throughput policies, OAuth tokens, statistics, replays -----------------------------------------
     @staticmethod
-    def wake(destination_id: str) -> str:  # string: set while a drain job is queued or running
-        return f"{PREFIX}dest:{destination_id}:wake"
+    def policy_slots(policy_id: str) -> str:  # zset: slot holder → expiry ms (the concurrency limit)
+        return f"{PREFIX}policy:{policy_id}:slots"
+
+    @staticmethod
+    def policy_rate(policy_id: str) -> str:  # string: the rate limiter's state (TTL: one window)
+        return f"{PREFIX}policy:{policy_id}:rate"
+
+    @staticmethod
+    def oauth_token(profile_id: str) -> str:  # string: a cached access token (encrypted; TTL: its expiry)
+        return f"{PREFIX}oauth:{profile_id}"
+
+    @staticmethod
+    def stats(destination_id: str, unit: str, bucket: int) -> str:  # hash: outcome → count (TTL: 2 h / 8 d)
+        return f"{PREFIX}stats:{destination_id}:{unit}:{bucket}"
+
+    @staticmethod
+    def replay(replay_id: str) -> str:  # hash: a bulk replay's progress (TTL: 7 days)
+        return f"{PREFIX}replay:{replay_id}"

@@ -32,8 +32,7 @@ import redis
 
 # Helpers shared with deliver.py and latency.py (a plain module: importing it starts nothing).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import (ITEMS, MAX_ITEMS, REQUESTS, BenchError, Receiver, ingest, redis_server,  # noqa: E402
-                     run_burst, tail, worker_env)
+from _common import ITEMS, MAX_ITEMS, REQUESTS, BenchError, Receiver, ingest, redis_server, run_burst, tail, worker_env  # noqa: E402
 
 INGEST_TIMEOUT_S = 900.0
 MAX_WAIT_S = 5

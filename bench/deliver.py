@@ -30,9 +30,7 @@ import time
 
 import redis
 import requests
-
-from _common import (BENCH, EVENT, INGEST_BATCH, BenchError, Receiver, ingest, redis_server, run_burst, tail,
-                     worker_env)
+from _common import BENCH, EVENT, INGEST_BATCH, BenchError, Receiver, ingest, redis_server, run_burst, tail, worker_env
 
 WARMUP_REQUESTS = 500
 TARGET_RATIO = 0.70
@@ -61,9 +59,8 @@ def run_worker(redis_url: str, receiver: Receiver, n: int, log_path: pathlib.Pat
 def run_rq_baseline(redis_url: str, receiver: Receiver, body: bytes, n: int,
                     log_path: pathlib.Path) -> tuple[float, float]:
     """Enqueue ``n`` RQ jobs (one POST each), run RQ's forking ``rq worker --burst``; same return value."""
-    from rq import Queue
-
     import rq_jobs
+    from rq import Queue
 
     with redis.Redis.from_url(redis_url) as connection:
         queue = Queue(rq_jobs.QUEUE, connection=connection)
@@ -119,7 +116,7 @@ def main() -> int:
 
     from hookgate.events import canonical_event
 
-    event = canonical_event("src_" + "0" * 28, EVENT, received_at=dt.datetime.now(dt.timezone.utc))
+    event = canonical_event("src_" + "0" * 28, EVENT, received_at=dt.datetime.now(dt.UTC))
     body = json.dumps(event, ensure_ascii=False).encode()  # what hookgate's default JSON template sends
     rows: list[tuple[float, float, float]] = []
     rq_row: tuple[float, float] | None = None

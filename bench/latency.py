@@ -32,7 +32,6 @@ from typing import Any
 
 import redis
 import requests
-
 from _common import BenchError, Receiver, redis_server, start_child, tail
 
 ADMIN_TOKEN = "bench-latency-admin-token"

@@ -25,7 +25,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from hookgate import hookimpl, load_preset, Verdict
+from hookgate import Verdict, hookimpl, load_preset
 
 __all__ = ["MESSAGE", "POST_MESSAGE", "slack_escape"]
 

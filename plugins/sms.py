@@ -47,7 +47,7 @@ import base64
 import re
 from typing import Any
 
-from hookgate import hookimpl, load_preset, Verdict
+from hookgate import Verdict, hookimpl, load_preset
 
 __all__ = ["TWILIO", "CM", "VONAGE", "classify_cm", "classify_twilio", "classify_vonage", "screen", "sms_b64",
            "sms_fail", "sms_gsm7", "sms_phone", "sms_reference", "sms_text"]

@@ -7,7 +7,7 @@ comes without ``Retry-After``: hookgate's retry schedule backs off.
 
 from __future__ import annotations
 
-from hookgate import hookimpl, load_preset, Verdict
+from hookgate import Verdict, hookimpl, load_preset
 
 NAME = "zapier.catch_hook"
 

@@ -7,8 +7,8 @@ it), otherwise an embedded Valkey started once for the session.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 

@@ -242,7 +242,7 @@ class SmtpServer:
         login = f"{user}:{password}@" if user is not None else ""
         return f"smtp://{login}{self.host}:{self.port}"
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self._thread.start()
         return self
 

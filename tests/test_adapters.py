@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,7 @@ from hookgate.schemas import EventSchema
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seeds"  # shared/ sits beside the repo
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PARSERS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "webengage": webengage.parse,
     "xtremepush": xtremepush.parse,

@@ -18,10 +18,10 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from hookgate.auth_profiles import KEY, MASK, AuthProfileStore, covers
+from hookgate.auth_profiles import MASK, AuthProfileStore, covers
 from hookgate.errors import DeliveryError
-from hookgate.oauth import token_key
 from hookgate.outbound_auth import apply_auth, handle_unauthorized
+from hookgate.store import keys
 
 from .receiver import Received, Receiver, Reply
 from .tls import PKI, TLSReceiver
@@ -330,8 +330,8 @@ def test_oauth_client_auth_modes_and_a_token_cached_across_apply_calls(rt, creat
     assert send(rt, profile["id"], server.url + "/api/hook")[0] == 200
     assert send(rt, profile["id"], server.url + "/api/hook")[0] == 200
     assert endpoint.calls == 1  # the second apply used the token cached in Redis
-    raw = rt.db.get(token_key(profile["id"]))
-    assert raw and "tok-" not in raw and 3500_000 < rt.db.pttl(token_key(profile["id"])) <= 3540_000
+    raw = rt.db.get(keys.oauth_token(profile["id"]))
+    assert raw and "tok-" not in raw and 3500_000 < rt.db.pttl(keys.oauth_token(profile["id"])) <= 3540_000
 
 
 def test_oauth_workers_share_one_token_fetch(rt, create, pki, oauth_server):
@@ -431,7 +431,7 @@ def test_oauth_token_url_change_needs_the_client_secret_again(create, client, ad
 def test_oauth_failures_are_clear_and_secret_free(rt, create, pki, oauth_server, client, admin):
     server, endpoint = oauth_server("query")
     profile = _oauth(create, pki, server, "query")
-    rt.db.hset(KEY, profile["id"], json.dumps({**AuthProfileStore(rt.db, rt.secrets).get(profile["id"]),
+    rt.db.hset(keys.auth_profiles, profile["id"], json.dumps({**AuthProfileStore(rt.db, rt.secrets).get(profile["id"]),
                                                "client_secret": rt.secrets.encrypt("wrong-Secret-42")}))
     with pytest.raises(DeliveryError, match="oauth2 token request") as caught:
         send(rt, profile["id"], server.url + "/api/hook")
@@ -499,7 +499,7 @@ def test_an_expired_certificate_is_never_used_at_send_time(rt, create, pki, mtls
     assert patched.status_code == 422  # and a PATCH cannot bring one in either
     stored = AuthProfileStore(rt.db, rt.secrets).get(profile["id"])  # as if it had expired since it was saved
     stored.update(certificate=pki.expired_client.cert, private_key=rt.secrets.encrypt(pki.expired_client.key))
-    rt.db.hset(KEY, profile["id"], json.dumps(stored))
+    rt.db.hset(keys.auth_profiles, profile["id"], json.dumps(stored))
     with pytest.raises(DeliveryError, match="expired"):
         send(rt, profile["id"], mtls_server.url + "/hook")
     assert mtls_server.requests == []
@@ -531,7 +531,7 @@ def test_secrets_are_masked_in_every_answer_and_encrypted_in_redis(rt, create, c
     answers += [client.patch(f"/v1/auth-profiles/{p['id']}", json={"name": "n"}, headers=admin).get_data(
         as_text=True) for p in made]
     answers += [json.dumps(p) for p in made]
-    raw = json.dumps(rt.db.hgetall(KEY))
+    raw = json.dumps(rt.db.hgetall(keys.auth_profiles))
     for text in [*answers, raw]:
         for value in hidden:
             assert value not in text

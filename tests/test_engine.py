@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from hookgate.delivery.aftermath import NOTIFY, failing_since_key
 from hookgate.policies import Throttle
-from hookgate.store import now_ms
+from hookgate.store import keys, now_ms
 
 from .receiver import Receiver, Reply
 
@@ -131,9 +130,9 @@ def test_the_breaker_disables_a_failing_destination_and_notifies_until_enabled(
     [note] = receiver.wait_for(1)
     message = json.loads(note.body)
     assert message["type"] == "destination.disabled" and message["destination"]["id"] == failing["id"]
-    assert db.zscore(NOTIFY, failing["id"]) > now_ms() + 50_000  # the next reminder, an interval later
+    assert db.zscore(keys.notify, failing["id"]) > now_ms() + 50_000  # the next reminder, an interval later
     client.post(f"/v1/destinations/{failing['id']}/enable", headers=admin)
-    assert db.zscore(NOTIFY, failing["id"]) is None
+    assert db.zscore(keys.notify, failing["id"]) is None
     assert "disabled_reason" not in client.get(f"/v1/destinations/{failing['id']}", headers=admin).get_json()
 
 
@@ -141,7 +140,7 @@ def test_the_breaker_trips_on_a_destination_failing_continuously(client, admin, 
                                                                 post_events, answering, work, db):
     source_id, key = make_source()
     failing = make_destination(answering(503).url, retry_schedule=[], circuit_breaker={"failing_for_s": 3600})
-    db.set(failing_since_key(failing["id"]), now_ms() - 2 * 3600 * 1000)  # failing for two hours already
+    db.set(keys.failing_since(failing["id"]), now_ms() - 2 * 3600 * 1000)  # failing for two hours already
     post_events(source_id, key, {"name": "x"})
     work()
     shown = client.get(f"/v1/destinations/{failing['id']}", headers=admin).get_json()
@@ -152,10 +151,10 @@ def test_a_success_resets_the_continuous_failure_clock(make_source, make_destina
                                                       work, db):
     source_id, key = make_source()
     destination = make_destination(answering(200).url)
-    db.set(failing_since_key(destination["id"]), now_ms() - 1000)
+    db.set(keys.failing_since(destination["id"]), now_ms() - 1000)
     post_events(source_id, key, {"name": "x"})
     work()
-    assert db.get(failing_since_key(destination["id"])) is None
+    assert db.get(keys.failing_since(destination["id"])) is None
 
 
 def test_policy_concurrency_is_shared_across_destinations_and_workers(client, admin, make_source, make_destination,

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from standardwebhooks import Webhook
 
-from hookgate.auth_profiles import KEY as AUTH_PROFILES
 from hookgate.cli import main as cli
 from hookgate.errors import DeliveryError
 from hookgate.outbound_auth import apply_auth
@@ -94,7 +93,7 @@ def build(client, admin, site):
 def secrets_at_rest(db) -> list[str]:
     """Every ciphertext the store holds for the configuration."""
     found: list[str] = []
-    for raw in db.hvals(AUTH_PROFILES):
+    for raw in db.hvals(keys.auth_profiles):
         profile = json.loads(raw)
         found += [profile[n] for n in ("password", "token") if profile.get(n)]
         found += [e["value"] for e in profile.get("secrets", [])]
@@ -187,7 +186,7 @@ def test_the_report_names_every_missing_secret_and_those_items_wait_disabled(bui
     assert refused.status_code == 409 and ids["basic"] in refused.get_json()["error"]["message"]
 
     # The profile itself is never applied: not by the delivery path, not by its test request.
-    profile = json.loads(db.hget(AUTH_PROFILES, ids["basic"]))
+    profile = json.loads(db.hget(keys.auth_profiles, ids["basic"]))
     with pytest.raises(DeliveryError) as caught:
         apply_auth(profile, rt.secrets, db, method="POST", url=site.url + "/basic/in", headers={}, body=b"{}",
                    event_id="evt_1")
@@ -250,7 +249,7 @@ def test_importing_the_same_document_again_changes_nothing_and_keeps_re_entered_
 
     def stored() -> dict:
         out = {}
-        for key in (keys.destinations, AUTH_PROFILES, "hookgate:policies", "hookgate:presets"):
+        for key in (keys.destinations, keys.auth_profiles, keys.policies, keys.presets):
             out[key] = {k: {f: v for f, v in json.loads(raw).items() if f not in ("updated_at", "disabled_at")}
                         for k, raw in db.hgetall(key).items()}
         return out
@@ -266,7 +265,7 @@ def test_importing_the_same_document_again_changes_nothing_and_keeps_re_entered_
     call(client, admin, "POST", f"/v1/destinations/{ids['d_bearer']}/enable", 200)
     third = call(client, admin, "POST", "/v1/import", 200, json=exported)
     assert ids["bearer"] not in {n["id"] for n in third["needs_secrets"]}
-    assert "needs_secrets" not in json.loads(db.hget(AUTH_PROFILES, ids["bearer"]))
+    assert "needs_secrets" not in json.loads(db.hget(keys.auth_profiles, ids["bearer"]))
     assert call(client, admin, "GET", f"/v1/destinations/{ids['d_bearer']}", 200)["enabled"] is True
 
     # ...but not when the document moves the profile elsewhere: then this instance's own destination waits too.

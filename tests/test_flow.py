@@ -9,7 +9,6 @@ import pytest
 from hookgate.store import keys
 
 
-
 def test_source_is_created_with_a_key_shown_once_and_stored_hashed(client, admin, db):
     response = client.post("/v1/sources", json={"name": "shop", "kind": "generic"}, headers=admin)
     assert response.status_code == 201

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 import pytest
 from standardwebhooks import Webhook
@@ -192,9 +193,9 @@ def test_standard_webhooks_signed_by_the_reference_library_are_accepted(client, 
 
     def post(msg_id: str, payload: str, signed_payload: str | None = None, key: str = source["key"]):
         stamp = int(time.time())
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        signature = sender.sign(msg_id, datetime.fromtimestamp(stamp, tz=timezone.utc), signed_payload or payload)
+        signature = sender.sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), signed_payload or payload)
         return client.post(url, data=payload, content_type="application/json", headers={
             "webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": signature,
             "X-Hookgate-Key": key})

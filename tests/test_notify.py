@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import smtplib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from hookgate import create_app, runtime
-from hookgate.delivery.aftermath import NOTIFY, Aftermath
+from hookgate.delivery.aftermath import Aftermath
 from hookgate.delivery.ticker import tick
 from hookgate.notify import send_due
-from hookgate.store import now_ms
+from hookgate.store import keys, now_ms
 
 from .receiver import Receiver, Reply
 from .smtp import SmtpServer
@@ -137,7 +137,7 @@ def test_a_tripped_breaker_is_e_mailed_to_the_notify_address(client, admin, trip
     assert f"/v1/destinations/{flaky['id']}/enable" in body
     assert mail.auth == "user" and [(login.username, login.ok) for login in smtp.logins] == [("user", True)]
     # Sent once; the next reminder is an interval later, and ticking before then sends nothing.
-    assert db.zscore(NOTIFY, flaky["id"]) > now_ms() + 50_000
+    assert db.zscore(keys.notify, flaky["id"]) > now_ms() + 50_000
     tick(rt)
     assert len(smtp.messages) == 1
 
@@ -146,7 +146,7 @@ def test_the_ticker_is_what_sends_the_e_mail(client, admin, make_destination, fa
     flaky = make_destination(failing.url, name="flaky", notify={"email": OPS, "interval_s": 60})
     Aftermath(rt).disable(flaky, "failing", "failing continuously for 2.0 h")
     assert shown(client, admin, flaky["id"])["enabled"] is False
-    assert db.zscore(NOTIFY, flaky["id"]) is not None and smtp.messages == []  # scheduled, not sent
+    assert db.zscore(keys.notify, flaky["id"]) is not None and smtp.messages == []  # scheduled, not sent
     tick(rt)
     [mail] = smtp.wait_for(1)
     assert mail.rcpt_to == [OPS] and "failing continuously for 2.0 h" in mail.body()
@@ -166,7 +166,7 @@ def test_a_refused_smtp_login_is_logged_and_the_destination_stays_disabled(clien
     assert len(failures) == 1 and "535" in failures[0].getMessage()
     state = shown(client, admin, flaky["id"])
     assert state["enabled"] is False and state["disabled_reason"] == "failure_rate"
-    assert db.zscore(NOTIFY, flaky["id"]) > now_ms() + 50_000  # it will be tried again an interval later
+    assert db.zscore(keys.notify, flaky["id"]) > now_ms() + 50_000  # it will be tried again an interval later
 
 
 def test_enabling_stops_the_reminders_while_a_still_disabled_destination_gets_another(client, admin, trip, smtp,
@@ -177,18 +177,18 @@ def test_enabling_stops_the_reminders_while_a_still_disabled_destination_gets_an
 
     response = client.post(f"/v1/destinations/{fixed['id']}/enable", headers=admin)
     assert response.status_code == 200 and response.get_json()["enabled"] is True
-    assert db.zscore(NOTIFY, fixed["id"]) is None
-    assert db.zscore(NOTIFY, broken["id"]) is not None
+    assert db.zscore(keys.notify, fixed["id"]) is None
+    assert db.zscore(keys.notify, broken["id"]) is not None
 
     # Force both schedules to now (the enabled one as if a stale entry had survived): only the
     # destination that is still disabled is reminded; the stale entry is dropped.
-    db.zadd(NOTIFY, {fixed["id"]: 0, broken["id"]: 0})
+    db.zadd(keys.notify, {fixed["id"]: 0, broken["id"]: 0})
     assert send_due(rt) == 1
     assert len(smtp.wait_for(3, timeout=2)) == 3
     reminder = smtp.messages[-1]
     assert reminder.rcpt_to == ["broken-ops@example.com"] and "broken" in reminder.message["Subject"]
-    assert db.zscore(NOTIFY, fixed["id"]) is None
-    assert db.zscore(NOTIFY, broken["id"]) > now_ms() + 50_000
+    assert db.zscore(keys.notify, fixed["id"]) is None
+    assert db.zscore(keys.notify, broken["id"]) > now_ms() + 50_000
     assert send_due(rt) == 0 and len(smtp.messages) == 3
 
 

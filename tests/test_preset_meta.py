@@ -25,11 +25,11 @@ def sha(text: str) -> str:
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat()
+    return moment.astimezone(dt.UTC).isoformat()
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def graph_error(code: int, message: str = "boom", status: int = 400, subcode: int | None = None,

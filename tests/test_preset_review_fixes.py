@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import time
 import logging
+import time
 import urllib.parse
 
 import pytest

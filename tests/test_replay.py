@@ -39,7 +39,7 @@ def test_bulk_replay_by_status_and_window_reports_progress(client, admin, make_s
     try:
         source_id, key = make_source()
         destination = make_destination(receiver.url, circuit_breaker={"enabled": False})  # 30 errors in a row
-        before = dt.datetime.now(dt.timezone.utc)
+        before = dt.datetime.now(dt.UTC)
         post_events(source_id, key, [{"name": f"e{n}"} for n in range(30)])
         work()
         assert len(client.get("/v1/deliveries?status=error&limit=100", headers=admin).get_json()["items"]) == 30

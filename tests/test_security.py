@@ -7,14 +7,14 @@ import dataclasses
 import time
 
 from hookgate import create_app, runtime
-from hookgate.admin_tokens import HASHES, TOKENS
+from hookgate.store import keys
 
 
 def test_admin_tokens_are_hashed_listed_masked_and_revocable(client, admin, db):
     created = client.post("/v1/admin-tokens", json={"name": "ci"}, headers=admin)
     assert created.status_code == 201
     token = created.get_json()["token"]
-    assert token.startswith("hga_") and token not in str(db.hgetall(TOKENS)) and token not in str(db.hgetall(HASHES))
+    assert token.startswith("hga_") and token not in str(db.hgetall(keys.admin_tokens)) and token not in str(db.hgetall(keys.admin_token_hashes))
     mine = {"Authorization": f"Bearer {token}"}
     assert client.get("/v1/destinations", headers=mine).status_code == 200
     listed = client.get("/v1/admin-tokens", headers=mine).get_json()["items"]

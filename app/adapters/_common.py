@@ -13,7 +13,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-from typing import Any, Callable, Iterable, NoReturn
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 import marshmallow
 
@@ -37,10 +38,7 @@ _STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\r\n]*')
 _SUBSCRIPTION = re.compile(r"opt[_\-\s.]?(in|out)|subscription|preference|consent", re.IGNORECASE)
 # Words naming what happened to a message: send, delivery, open, click, bounce, unsubscribe, failure…
 MESSAGE_ACTIONS = frozenset(
-    "send sent delivery delivered deliver open opened click clicked bounce bounced hard_bounce soft_bounce "
-    "unsubscribe unsubscribed failure failed fail error errors impression view viewed read accepted "
-    "rejected dismissed close closed complaint complained spam dropped deferred queued received shown "
-    "reply replied undelivered".split()
+    ["send", "sent", "delivery", "delivered", "deliver", "open", "opened", "click", "clicked", "bounce", "bounced", "hard_bounce", "soft_bounce", "unsubscribe", "unsubscribed", "failure", "failed", "fail", "error", "errors", "impression", "view", "viewed", "read", "accepted", "rejected", "dismissed", "close", "closed", "complaint", "complained", "spam", "dropped", "deferred", "queued", "received", "shown", "reply", "replied", "undelivered"]
 )
 
 _CHANNELS = {
@@ -131,12 +129,12 @@ def parse_time(value: Any, field: str) -> dt.datetime | None:
                 seconds /= 1_000_000
             elif abs(seconds) >= 1e11:
                 seconds /= 1000
-            return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+            return dt.datetime.fromtimestamp(seconds, dt.UTC)
         if isinstance(value, str):
             iso = value.strip()
             iso = iso[:-1] + "+00:00" if iso.endswith(("Z", "z")) else _OFFSET.sub(r"\1:\2", iso)
             moment = dt.datetime.fromisoformat(iso)
-            return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+            return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
     except (ValueError, OverflowError, OSError, TypeError):
         pass
     fail(field, "Not a valid time: send an ISO 8601 string or a UNIX timestamp (seconds or milliseconds).")

@@ -20,12 +20,25 @@ bounce, unsubscribe…) → system; ``consent`` events and opt-in/out names → 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import ValidationError
 from ._common import (
-    channel, collect, compact, extras, fail, is_subscription_name, obj, origin, parse_items, parse_time,
-    required, safe_id, scalar, text,
+    channel,
+    collect,
+    compact,
+    extras,
+    fail,
+    is_subscription_name,
+    obj,
+    origin,
+    parse_items,
+    parse_time,
+    required,
+    safe_id,
+    scalar,
+    text,
 )
 
 __all__ = ["parse"]

@@ -20,11 +20,21 @@ Shape, one object or a list of them (a batch webhook sends 50 to 1000 at once):
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._common import (
-    compact, extras, is_message_action, is_subscription_name, known_channel, obj, parse_items, parse_time,
-    required, scalar, text,
+    compact,
+    extras,
+    is_message_action,
+    is_subscription_name,
+    known_channel,
+    obj,
+    parse_items,
+    parse_time,
+    required,
+    scalar,
+    text,
 )
 
 __all__ = ["parse"]

@@ -21,13 +21,23 @@ Shapes, one object or a list of them:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from xml.etree.ElementTree import Element
 
 from ..errors import ValidationError
 from . import xml
 from ._common import (
-    compact, extras, fail, is_subscription_name, obj, parse_items, parse_time, required, safe_id, text,
+    compact,
+    extras,
+    fail,
+    is_subscription_name,
+    obj,
+    parse_items,
+    parse_time,
+    required,
+    safe_id,
+    text,
 )
 
 __all__ = ["parse", "parse_xml"]

@@ -19,11 +19,23 @@ email, external_message_id}}``.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._common import (
-    channel, compact, extras, fail, is_message_action, is_subscription_name, obj, origin, parse_items,
-    parse_time, required, scalar, text,
+    channel,
+    compact,
+    extras,
+    fail,
+    is_message_action,
+    is_subscription_name,
+    obj,
+    origin,
+    parse_items,
+    parse_time,
+    required,
+    scalar,
+    text,
 )
 
 __all__ = ["parse"]

@@ -83,8 +83,20 @@ def require_admin() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from . import (admin_tokens, auth_profiles, deliveries, destinations, exchange, ingest, policies, presets,
-                   replays, sources, system, trials)
+    from . import (
+        admin_tokens,
+        auth_profiles,
+        deliveries,
+        destinations,
+        exchange,
+        ingest,
+        policies,
+        presets,
+        replays,
+        sources,
+        system,
+        trials,
+    )
 
     for module in (system, ingest, sources, destinations, trials, deliveries, policies, replays, auth_profiles,
                    admin_tokens, presets, exchange):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
 from ..preset_destinations import from_preset_body, patch_preset_params, public_state
-from ..stats import read as read_stats
 from ..rendering import default_template
 from ..schemas import DestinationSchema
+from ..stats import read as read_stats
 from . import load, query_int, query_limit, read_json, require_admin, runtime
 
 bp = Blueprint("destinations", __name__, url_prefix="/v1/destinations")

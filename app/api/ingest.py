@@ -13,7 +13,7 @@ from flask import Blueprint, g, request
 
 from .. import adapters
 from ..adapters._common import loads_lenient
-from ..errors import Conflict, InvalidJSON, NotFound, UnsupportedMediaType, Unauthorized, ValidationError
+from ..errors import Conflict, InvalidJSON, NotFound, Unauthorized, UnsupportedMediaType, ValidationError
 from ..events import canonical_event
 from ..intake import Intake
 from ..signatures import verify_hmac, verify_standard
@@ -134,7 +134,7 @@ def _accept(rt, source: dict) -> dict:
         parsed, errors = adapters.parse_each(kind, payload)
         if errors and not parsed:
             raise ValidationError(f"none of the {len(payload)} events is valid", errors)
-    received_at = dt.datetime.now(dt.timezone.utc)
+    received_at = dt.datetime.now(dt.UTC)
     events = []
     for index, fields in parsed:
         try:

@@ -28,5 +28,5 @@ def test(destination_id: str):
     options = load(TrialSchema(), read_json(optional=True))
     event = None
     if options["event"] is not None:
-        event = canonical_event("src_test", options["event"], received_at=dt.datetime.now(dt.timezone.utc))
+        event = canonical_event("src_test", options["event"], received_at=dt.datetime.now(dt.UTC))
     return try_destination(runtime(), destination, event, send=options["send"])

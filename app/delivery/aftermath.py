@@ -17,11 +17,11 @@ breaker (which disables a failing destination, says so, and keeps notifying unti
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 import json
 import logging
 import math
 import time
+from collections import Counter
 from typing import Any
 
 from .. import stats
@@ -29,23 +29,18 @@ from ..destinations import DestinationStore
 from ..events import isoformat
 from ..intake import Intake
 from ..runtime import Runtime
-from ..store import PREFIX, new_id, now_ms
+from ..store import keys, new_id, now_ms
 
-__all__ = ["Aftermath", "failing_since_key", "NOTIFY"]
+__all__ = ["Aftermath"]
 
 log = logging.getLogger(__name__)
-NOTIFY = PREFIX + "notify"  # zset: destination id → when to notify next (ms)
 FAILURES = ("error", "bounced")
-
-
-def failing_since_key(destination_id: str) -> str:
-    return f"{PREFIX}dest:{destination_id}:failing_since"
 
 
 def _own_event(name: str, data: dict[str, Any], about: dict[str, Any] | None = None) -> dict[str, Any]:
     """An event hookgate emits itself (category ``webhook``), about the user of ``about`` if given."""
     about = about or {}
-    received = isoformat(dt.datetime.now(dt.timezone.utc))
+    received = isoformat(dt.datetime.now(dt.UTC))
     return {
         "id": new_id("evt"), "external_id": None, "source": "hookgate", "category": "webhook", "name": name,
         "time": received, "received_at": received, "user_id": about.get("user_id"),
@@ -92,11 +87,11 @@ class Aftermath:
                     stats.count(pipe, did, outcome, n)
                 last_success = max((i for i, o in enumerate(outcomes) if o == "delivered"), default=-1)
                 if last_success == len(outcomes) - 1:
-                    pipe.delete(failing_since_key(did))
+                    pipe.delete(keys.failing_since(did))
                 elif any(o in FAILURES for o in outcomes[last_success + 1:]):
                     if last_success >= 0:
-                        pipe.delete(failing_since_key(did))
-                    pipe.set(failing_since_key(did), now_ms(), nx=True)
+                        pipe.delete(keys.failing_since(did))
+                    pipe.set(keys.failing_since(did), now_ms(), nx=True)
                 pipe.execute()
             if any(o in FAILURES for o in outcomes) and (destination.get("circuit_breaker") or {}).get("enabled", True):
                 self._check_breaker(destination)
@@ -131,7 +126,7 @@ class Aftermath:
     def _check_breaker(self, destination: dict[str, Any]) -> None:
         settings = destination.get("circuit_breaker") or {}
         did = destination["id"]
-        since = self.db.get(failing_since_key(did))
+        since = self.db.get(keys.failing_since(did))
         failing_for = time.time() - int(since) / 1000 if since else 0.0
         if failing_for >= float(settings.get("failing_for_s", 86400)):
             self.disable(destination, "failing", f"failing continuously for {failing_for / 3600:.1f} h")
@@ -159,4 +154,4 @@ class Aftermath:
             "reason": reason, "detail": detail})
         self.intake.accept("hookgate", [(0, disabled_event)])
         if destination.get("notify"):
-            self.db.zadd(NOTIFY, {destination["id"]: now_ms()})
+            self.db.zadd(keys.notify, {destination["id"]: now_ms()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..rendering import RenderError, Rendered, render_body, render_delivery
+from ..rendering import Rendered, RenderError, render_body, render_delivery
 
 __all__ = ["DEFAULT_ITEMS", "DEFAULT_ROOTS", "render_batch"]
 

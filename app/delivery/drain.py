@@ -30,8 +30,7 @@ from . import queue as pending
 from .aftermath import Aftermath
 from .batch import render_batch
 from .http import Response
-from .outcomes import (DEFAULT_RETRY_SCHEDULE, MAX_RETRY_AFTER_S, classify, is_retryable, next_delay,
-                       retry_after_s)
+from .outcomes import DEFAULT_RETRY_SCHEDULE, MAX_RETRY_AFTER_S, classify, is_retryable, next_delay, retry_after_s
 from .recorder import Recorder, outcome_writes
 
 __all__ = ["drain_destination", "Drainer"]

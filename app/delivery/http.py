@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.cookiejar
 import json as _json
 import re
-
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,15 +23,36 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 from requests.exceptions import (
-    ConnectTimeout, InvalidHeader, ProxyError, ReadTimeout, RetryError, SSLError,
+    ConnectTimeout,
+    InvalidHeader,
+    ProxyError,
+    ReadTimeout,
+    RetryError,
+    SSLError,
 )
 from requests.models import REDIRECT_STATI, PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, get_auth_from_url, get_encoding_from_headers
 from urllib3.exceptions import (
-    ClosedPoolError, ConnectTimeoutError, HTTPError as _HTTPError, InvalidHeader as _InvalidHeader,
-    MaxRetryError, NewConnectionError, ProtocolError, ProxyError as _ProxyError, ReadTimeoutError,
-    ResponseError, SSLError as _SSLError,
+    ClosedPoolError,
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+)
+from urllib3.exceptions import (
+    HTTPError as _HTTPError,
+)
+from urllib3.exceptions import (
+    InvalidHeader as _InvalidHeader,
+)
+from urllib3.exceptions import (
+    ProxyError as _ProxyError,
+)
+from urllib3.exceptions import (
+    SSLError as _SSLError,
 )
 from urllib3.util import Timeout
 
@@ -85,7 +105,7 @@ class _Target:
     __slots__ = ("url", "adapter", "request_url", "scheme", "hostname", "lookup_host", "lookup_port",
                  "pool_port", "pool_kwargs", "host_header")
 
-    def __init__(self, sender: "Sender", url: str):
+    def __init__(self, sender: Sender, url: str):
         prepared = PreparedRequest()
         prepared.prepare_url(url, OrderedDict())  # Session.request passes params={} (merged: OrderedDict)
         if any(get_auth_from_url(prepared.url)):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Mapping
 
 from .http import Response
 

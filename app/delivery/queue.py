@@ -15,7 +15,8 @@ than the lease) cannot renew, release or record a delivery another job has taken
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 from rq import Queue

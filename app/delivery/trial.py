@@ -26,7 +26,7 @@ def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] 
                     send: bool = False) -> dict[str, Any]:
     drainer = Drainer(rt)
     # the sample is "now": a receiver may refuse old events (Meta's 7 days)
-    event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.timezone.utc))}
+    event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.UTC))}
     settings = rt.settings
     result: dict[str, Any] = {"event": event}
     try:
