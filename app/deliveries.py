@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -35,6 +36,16 @@ def _shape(raw: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _matcher(destination_id: str | None, status: str | None,
+             event_id: str | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether a delivery passes every filter given."""
+    def wanted(item: dict[str, Any]) -> bool:
+        return ((destination_id is None or item["destination_id"] == destination_id)
+                and (status is None or item["status"] == status)
+                and (event_id is None or item["event_id"] == event_id))
+    return wanted
+
+
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, _, member = cursor.partition(":")
     if not re.fullmatch(r"[0-9]{1,20}", score) or not member:
@@ -59,43 +70,42 @@ class DeliveryStore:
         delivery["event"] = json.loads(event) if event else None
         return delivery
 
-    def list(self, *, destination_id: str | None = None, status: str | None = None,
+    def page(self, *, destination_id: str | None = None, status: str | None = None,
              event_id: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """Newest first. Returns ``{"items", "next_cursor"}``; pass ``next_cursor`` back for the next page."""
         if status is not None and status not in STATUSES:
             raise ValidationError("invalid query", {"status": [f"Must be one of: {', '.join(STATUSES)}."]})
-
-        def wanted(item: dict[str, Any]) -> bool:
-            return ((destination_id is None or item["destination_id"] == destination_id)
-                    and (status is None or item["status"] == status)
-                    and (event_id is None or item["event_id"] == event_id))
-
-        if event_id is not None:
-            ids = self.db.lrange(keys.event_deliveries(event_id), 0, -1)
+        wanted = _matcher(destination_id, status, event_id)
+        if event_id is not None:  # the event's own list of its deliveries: one page
+            ids = cast(list[str], self.db.lrange(keys.event_deliveries(event_id), 0, -1))
             items = [d for d in self._load(ids) if d is not None and wanted(d)]
             items.sort(key=lambda d: (d["created_at"], d["id"]), reverse=True)
             return {"items": items[:limit], "next_cursor": None}
-
         if status is not None:
             index = keys.status(status)
         elif destination_id is not None:
             index = keys.destination_deliveries(destination_id)
         else:
             index = keys.deliveries
-        # The cursor is the last item shown (score:id); ranks shift as deliveries come and go, so
-        # resume at the first rank with that score and skip what sorts before the cursor.
-        seen = _parse_cursor(cursor) if cursor else None
+        return self._scan(index, wanted, limit, _parse_cursor(cursor) if cursor else None)
+
+    def _scan(self, index: str, wanted: Callable[[dict[str, Any]], bool], limit: int,
+              seen: tuple[int, str] | None) -> dict[str, Any]:
+        """One page of the sorted set ``index``, newest first, of deliveries ``wanted``: after the
+        cursor ``seen`` (the last item shown, score and id), up to ``_SCAN_ROUNDS`` reads."""
+        # Ranks shift as deliveries come and go, so resume at the first rank with the cursor's score
+        # and skip what sorts before the cursor.
         start = self.db.zcount(index, f"({seen[0]}", "+inf") if seen else 0
         batch = max(limit * 2, 100)
         items: list[dict[str, Any]] = []
         last: tuple[int, str] | None = None
         for _ in range(_SCAN_ROUNDS):
-            page = self.db.zrevrange(index, start, start + batch - 1, withscores=True)
-            if not page:
+            rows = cast(list[tuple[str, float]], self.db.zrevrange(index, start, start + batch - 1, withscores=True))
+            if not rows:
                 return {"items": items, "next_cursor": None}
-            start += len(page)
-            page = [(m, int(sc)) for m, sc in page if seen is None or (int(sc), m) < seen]
-            for item, (member, score) in zip(self._load([m for m, _ in page]), page):
+            start += len(rows)
+            members = [(m, int(sc)) for m, sc in rows if seen is None or (int(sc), m) < seen]
+            for item, (member, score) in zip(self._load([m for m, _ in members]), members, strict=True):
                 last = (score, member)
                 if item is not None and wanted(item):
                     items.append(item)

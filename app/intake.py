@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
+from .delivery.queue import wake
 from .filters import missing_required
 from .runtime import Runtime
 from .store import keys, new_id, now_ms
@@ -48,6 +51,14 @@ class Outcome:
         }
 
 
+def _repeated(index: int, original: str | None) -> dict[str, Any]:
+    """The fate of an event whose id was seen: a duplicate of the stored original, or a conflict
+    with one still being stored."""
+    if original:
+        return {"index": index, "status": "duplicate", "id": original}
+    return {"index": index, "status": "conflict", "errors": {"id": ["An event with this id is being stored; retry."]}}
+
+
 class Intake:
     def __init__(self, rt: Runtime):
         self.rt = rt
@@ -57,43 +68,41 @@ class Intake:
     def accept(self, source_id: str, events: list[tuple[int, dict[str, Any]]], *,
                from_request: bool = False) -> Outcome:
         """Store each new event and its deliveries in one transaction; report every event's fate."""
+        claims = self._claim(source_id, events)
+        originals = self._originals(source_id, [e for _, e in events if e.get("external_id") and not claims[e["id"]]])
         outcome = Outcome()
-        fresh: list[tuple[int, dict[str, Any], str | None]] = []
+        fresh: list[dict[str, Any]] = []
         reserved: list[str] = []
-        with_ids = [(i, e) for i, e in events if e.get("external_id")]
-        if with_ids:
-            with self.db.pipeline(transaction=False) as pipe:
-                for _, event in with_ids:
-                    pipe.set(keys.idempotency(source_id, event["external_id"]), event["id"], nx=True, ex=RESERVATION_S)
-                claims = dict(zip((e["id"] for _, e in with_ids), pipe.execute()))
-        else:
-            claims = {}
-        taken = [(i, e) for i, e in with_ids if not claims[e["id"]]]
-        originals = self._originals(source_id, [e for _, e in taken])
         for index, event in events:
             external = event.get("external_id")
             if external and not claims[event["id"]]:
-                original = originals.get(external)
-                if original:
-                    outcome.results.append({"index": index, "status": "duplicate", "id": original})
-                else:
-                    outcome.results.append({"index": index, "status": "conflict",
-                                            "errors": {"id": ["An event with this id is being stored; retry."]}})
+                outcome.results.append(_repeated(index, originals.get(external)))
                 continue
             if external:
                 reserved.append(keys.idempotency(source_id, external))
-            fresh.append((index, event, external))
+            fresh.append(event)
             outcome.results.append({"index": index, "status": "accepted", "id": event["id"]})
         if fresh:
             try:
-                woken = self._store(source_id, [event for _, event, _ in fresh], from_request=from_request)
+                woken = self._store(source_id, fresh, from_request=from_request)
             except redis.RedisError:
-                if reserved:
+                if reserved:  # not stored: a retry must not meet this request's reservations (a 409)
                     self.db.delete(*reserved)
                 raise
             self._wake(woken)
         outcome.results.sort(key=lambda r: r["index"])
         return outcome
+
+    def _claim(self, source_id: str, events: list[tuple[int, dict[str, Any]]]) -> dict[str, bool]:
+        """Reserve the ids of events that carry one (``external_id``): event id → whether this request
+        is the first to (else another one stored, or is storing, an event with that id)."""
+        with_ids = [e for _, e in events if e.get("external_id")]
+        if not with_ids:
+            return {}
+        with self.db.pipeline(transaction=False) as pipe:
+            for event in with_ids:
+                pipe.set(keys.idempotency(source_id, event["external_id"]), event["id"], nx=True, ex=RESERVATION_S)
+            return {e["id"]: bool(ok) for e, ok in zip(with_ids, pipe.execute(), strict=True)}
 
     def deliver_to(self, event: dict[str, Any], destinations: list[dict[str, Any]]) -> None:
         """New pending deliveries of a stored event to these destinations (the fail branch)."""
@@ -112,7 +121,8 @@ class Intake:
             for original in ids:
                 pipe.exists(keys.event(original or "-"))
             stored = pipe.execute()
-        return {e["external_id"]: original for e, original, ok in zip(events, ids, stored) if original and ok}
+        return {e["external_id"]: original for e, original, ok in zip(events, ids, stored, strict=True)
+                if original and ok}
 
     def _store(self, source_id: str, events: list[dict[str, Any]], destinations: list[dict[str, Any]] | None = None,
                store_event: bool = True, from_request: bool = False) -> list[str]:
@@ -129,24 +139,8 @@ class Intake:
                     pipe.set(keys.idempotency(source_id, event["external_id"]), event_id, ex=ttl)
                 matched = index.match(event) if destinations is None else destinations
                 for destination in matched:
-                    did = destination["id"]
-                    delivery_id = new_id("dlv")
-                    missing = missing_required(destination, event)
-                    status = "skipped" if missing else "pending"
-                    record = {"id": delivery_id, "event_id": event_id, "destination_id": did, "status": status,
-                              "attempts": 0, "created_at": created, "updated_at": created,
-                              "next_attempt_at": "" if missing else created}
-                    if missing:
-                        record["last_error"] = "required field missing: " + ", ".join(missing)
-                    pipe.hset(keys.delivery(delivery_id), mapping=record)
-                    pipe.expire(keys.delivery(delivery_id), ttl)
-                    pipe.rpush(keys.event_deliveries(event_id), delivery_id)
-                    pipe.zadd(keys.deliveries, {delivery_id: created})
-                    pipe.zadd(keys.destination_deliveries(did), {delivery_id: created})
-                    pipe.zadd(keys.status(status), {delivery_id: created})
-                    if not missing:
-                        pipe.zadd(keys.pending(did), {delivery_id: created})
-                        woken[did] = None
+                    if self._add_delivery(pipe, destination, event, created, ttl):
+                        woken[destination["id"]] = None
                 if matched:
                     pipe.expire(keys.event_deliveries(event_id), ttl)
             for did in woken:
@@ -154,9 +148,31 @@ class Intake:
             pipe.execute()
         return list(woken)
 
-    def _wake(self, destination_ids: list[str]) -> None:
-        from .delivery.queue import wake
+    @staticmethod
+    def _add_delivery(pipe: Pipeline, destination: dict[str, Any], event: dict[str, Any], created: int,
+                      ttl: int) -> bool:
+        """One delivery of ``event`` to ``destination``, in the caller's transaction: pending (True),
+        or skipped at once when the event lacks a field the destination requires (False)."""
+        did, event_id, delivery_id = destination["id"], event["id"], new_id("dlv")
+        missing = missing_required(destination, event)
+        status = "skipped" if missing else "pending"
+        record: dict[FieldT, EncodableT] = {
+            "id": delivery_id, "event_id": event_id, "destination_id": did, "status": status, "attempts": 0,
+            "created_at": created, "updated_at": created, "next_attempt_at": "" if missing else created}
+        if missing:
+            record["last_error"] = "required field missing: " + ", ".join(missing)
+        pipe.hset(keys.delivery(delivery_id), mapping=record)
+        pipe.expire(keys.delivery(delivery_id), ttl)
+        pipe.rpush(keys.event_deliveries(event_id), delivery_id)
+        pipe.zadd(keys.deliveries, {delivery_id: created})
+        pipe.zadd(keys.destination_deliveries(did), {delivery_id: created})
+        pipe.zadd(keys.status(status), {delivery_id: created})
+        if missing:
+            return False
+        pipe.zadd(keys.pending(did), {delivery_id: created})
+        return True
 
+    def _wake(self, destination_ids: list[str]) -> None:
         try:
             wake(self.db, self.rt.queue, destination_ids, self.rt.settings)
         except redis.RedisError as exc:  # stored already: the ticker wakes them; do not fail an accepted request

@@ -13,7 +13,7 @@ import logging
 import smtplib
 import urllib.parse
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from .destinations import DestinationStore
 from .runtime import Runtime
@@ -76,7 +76,7 @@ def notify_once(rt: Runtime, destination: dict[str, Any]) -> None:
 
 def send_due(rt: Runtime, limit: int = 100) -> int:
     """Notify every disabled destination whose next notification is due. Returns how many."""
-    due = rt.db.zrangebyscore(keys.notify, "-inf", now_ms(), start=0, num=limit)
+    due = cast(list[str], rt.db.zrangebyscore(keys.notify, "-inf", now_ms(), start=0, num=limit))
     store = DestinationStore(rt.db)
     sent = 0
     for destination_id in due:

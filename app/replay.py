@@ -9,11 +9,14 @@ job, writing its progress to ``hookgate:replay:<id>``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from . import runtime
+from .delivery.queue import wake
 from .errors import Conflict, NotFound
 from .store import keys, new_id, now_ms
 
@@ -23,7 +26,7 @@ REPLAY_TTL = 7 * 86400
 BATCH = 200
 
 
-def _requeue(pipe, delivery: dict[str, str], due: int) -> None:
+def _requeue(pipe: Pipeline, delivery: dict[str, str], due: int) -> None:
     delivery_id, did, created = delivery["id"], delivery["destination_id"], int(delivery["created_at"])
     pipe.hset(keys.delivery(delivery_id), mapping={"status": "pending", "next_attempt_at": due, "updated_at": due})
     pipe.zrem(keys.status(delivery["status"]), delivery_id)
@@ -33,9 +36,7 @@ def _requeue(pipe, delivery: dict[str, str], due: int) -> None:
 
 
 def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
-    from .delivery.queue import wake
-
-    delivery = rt.db.hgetall(keys.delivery(delivery_id))
+    delivery = cast(dict[str, str], rt.db.hgetall(keys.delivery(delivery_id)))
     if not delivery:
         raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
     if delivery["status"] == "pending" or rt.db.zscore(keys.leases, f"{delivery['destination_id']}|{delivery_id}"):
@@ -51,8 +52,9 @@ def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
 
 def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, since: dt.datetime | None,
                       until: dt.datetime | None) -> dict[str, Any]:
-    replay = {
-        "id": new_id("rpl"),
+    replay_id = new_id("rpl")
+    replay: dict[FieldT, EncodableT] = {
+        "id": replay_id,
         "destination_id": destination_id,
         "status": status,
         "since": int(since.timestamp() * 1000) if since else 0,
@@ -62,15 +64,15 @@ def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, sin
         "replayed": 0,
         "created_at": now_ms(),
     }
-    rt.db.hset(keys.replay(replay["id"]), mapping=replay)
-    rt.db.expire(keys.replay(replay["id"]), REPLAY_TTL)
-    rt.queue.enqueue_call(run_bulk_replay, args=(replay["id"],), timeout=3600, result_ttl=0,
+    rt.db.hset(keys.replay(replay_id), mapping=replay)
+    rt.db.expire(keys.replay(replay_id), REPLAY_TTL)
+    rt.queue.enqueue_call(run_bulk_replay, args=(replay_id,), timeout=3600, result_ttl=0,
                           description=f"replay {destination_id} {status}")
-    return read_replay(rt.db, replay["id"])
+    return read_replay(rt.db, replay_id)
 
 
 def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
-    raw = db.hgetall(keys.replay(replay_id))
+    raw = cast(dict[str, str], db.hgetall(keys.replay(replay_id)))
     if not raw:
         raise NotFound(f"no replay {replay_id!r}", {"id": replay_id})
     return {k: (int(v) if k in ("since", "until", "scanned", "replayed", "created_at", "finished_at") else v)
@@ -79,8 +81,6 @@ def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
 
 def run_bulk_replay(replay_id: str) -> dict[str, Any]:
     """RQ job: requeue the selected deliveries in batches, recording progress as it goes."""
-    from .delivery.queue import wake
-
     rt = runtime.current()
     db = rt.db
     replay = read_replay(db, replay_id)
@@ -89,7 +89,7 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
     index = keys.destination_deliveries(replay["destination_id"])
     start = 0
     while True:
-        ids = db.zrangebyscore(index, replay["since"], replay["until"], start=start, num=BATCH)
+        ids = cast(list[str], db.zrangebyscore(index, replay["since"], replay["until"], start=start, num=BATCH))
         if not ids:
             break
         start += len(ids)
@@ -99,8 +99,8 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
                 pipe.zscore(keys.leases, f"{replay['destination_id']}|{delivery_id}")
             found = pipe.execute()
         # Not one that a worker is sending right now (it would be sent twice).
-        deliveries = [d for d, leased in zip(found[::2], found[1::2]) if d and d["status"] == replay["status"]
-                      and leased is None]
+        deliveries = [d for d, leased in zip(found[::2], found[1::2], strict=True)
+                      if d and d["status"] == replay["status"] and leased is None]
         due = now_ms()
         with db.pipeline(transaction=True) as pipe:
             for delivery in deliveries:

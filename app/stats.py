@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from .store import keys
 
@@ -21,7 +22,7 @@ MINUTE_TTL = 2 * 3600
 HOUR_TTL = 8 * 86400
 
 
-def count(pipe, destination_id: str, outcome: str, n: int = 1, at: float | None = None) -> None:
+def count(pipe: Pipeline, destination_id: str, outcome: str, n: int = 1, at: float | None = None) -> None:
     """Add ``n`` of ``outcome`` to the destination's buckets (inside the caller's pipeline)."""
     at = time.time() if at is None else at
     minute, hour = int(at // 60), int(at // 3600)
@@ -44,8 +45,8 @@ def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int 
         rows = pipe.execute()
 
     def shape(buckets: list[int], values: list[list[str | None]], seconds: int) -> list[dict[str, Any]]:
-        return [{"start": bucket * seconds, **{o: int(v or 0) for o, v in zip(OUTCOMES, counts)}}
-                for bucket, counts in zip(buckets, values)]
+        return [{"start": bucket * seconds, **{o: int(v or 0) for o, v in zip(OUTCOMES, counts, strict=True)}}
+                for bucket, counts in zip(buckets, values, strict=True)]
 
     per_minute = shape(minute_ids, rows[:minutes], 60)
     per_hour = shape(hour_ids, rows[minutes:], 3600)

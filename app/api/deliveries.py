@@ -14,7 +14,7 @@ bp.before_request(require_admin)
 @bp.get("")
 def list_deliveries():
     args = request.args
-    return DeliveryStore(runtime().db).list(
+    return DeliveryStore(runtime().db).page(
         destination_id=args.get("destination_id") or None,
         status=args.get("status") or None,
         event_id=args.get("event_id") or None,

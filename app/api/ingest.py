@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
+from typing import Any, cast
 
 from flask import Blueprint, g, request
 
@@ -16,6 +18,7 @@ from ..adapters._common import loads_lenient
 from ..errors import Conflict, InvalidJSON, NotFound, Unauthorized, UnsupportedMediaType, ValidationError
 from ..events import canonical_event
 from ..intake import Intake
+from ..runtime import Runtime
 from ..signatures import verify_hmac, verify_standard
 from ..sources import SourceStore
 from ..store import keys
@@ -59,10 +62,12 @@ def _authenticate(store: SourceStore, source: dict) -> None:
         return True
 
     secrets = store.signing_secrets(source)
+    # werkzeug's Headers: not a Mapping, but its case-insensitive get() is all the verifiers use
+    headers = cast(Mapping[str, str], request.headers)
     if signature["type"] == "standard_webhooks":
-        verify_standard(secrets, request.headers, body, tolerance_s=tolerance, seen=seen)
+        verify_standard(secrets, headers, body, tolerance_s=tolerance, seen=seen)
     else:
-        verify_hmac(secrets, request.headers, body, signature_header=signature["header"],
+        verify_hmac(secrets, headers, body, signature_header=signature["header"],
                     timestamp_header=signature["timestamp_header"], tolerance_s=tolerance, seen=seen)
 
 
@@ -122,33 +127,48 @@ def ingest(source_id: str):
     return body, 202
 
 
-def _accept(rt, source: dict) -> dict:
-    kind = source["kind"]
-    payload, from_xml = _payload(kind)
-    atomic = request.args.get("atomic", "").lower() in ("1", "true", "yes")
-    if from_xml is not None:
-        parsed, errors = [(0, fields) for fields in from_xml], {}
-    elif atomic or not isinstance(payload, list):
-        parsed, errors = list(enumerate(adapters.parse(kind, payload))), {}
-    else:
-        parsed, errors = adapters.parse_each(kind, payload)
-        if errors and not parsed:
-            raise ValidationError(f"none of the {len(payload)} events is valid", errors)
-    received_at = dt.datetime.now(dt.UTC)
-    events = []
-    for index, fields in parsed:
-        try:
-            events.append((index, canonical_event(source["id"], fields, received_at=received_at)))
-        except ValidationError as exc:
-            if atomic or not isinstance(payload, list):
-                raise
-            errors[str(index)] = exc.details
+def _accept(rt: Runtime, source: dict[str, Any]) -> dict[str, Any]:
+    """Parse, validate and store the request's events: the 202's body. Each item of a JSON list is
+    taken or rejected on its own, unless ``?atomic=true`` (then one bad item rejects them all)."""
+    payload, from_xml = _payload(source["kind"])
+    one_by_one = isinstance(payload, list) and request.args.get("atomic", "").lower() not in ("1", "true", "yes")
+    parsed, errors = _parsed(source["kind"], payload, from_xml, one_by_one)
+    events = _canonical(source["id"], parsed, errors, one_by_one)
     if errors and not events:
         raise ValidationError("none of the events is valid", errors)
     outcome = Intake(rt).accept(source["id"], events, from_request=True)
-    for index, details in errors.items():
-        outcome.results.append({"index": int(index), "status": "rejected", "errors": details})
+    for position, details in errors.items():
+        outcome.results.append({"index": int(position), "status": "rejected", "errors": details})
     outcome.results.sort(key=lambda r: r["index"])
     if not isinstance(payload, list) and outcome.results and outcome.results[0]["status"] == "conflict":
         raise Conflict("an event with this id is still being stored; retry", {"id": parsed[0][1].get("id")})
     return outcome.body()
+
+
+def _parsed(kind: str, payload: Any, from_xml: list[dict[str, Any]] | None,
+            one_by_one: bool) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, Any]]:
+    """The fields of each event by the source kind's adapter, with their item's index, and the
+    errors of items left out (by index, as text)."""
+    if from_xml is not None:
+        return [(0, fields) for fields in from_xml], {}
+    if not one_by_one:
+        return list(enumerate(adapters.parse(kind, payload))), {}
+    parsed, errors = adapters.parse_each(kind, payload)
+    if errors and not parsed:
+        raise ValidationError(f"none of the {len(payload)} events is valid", errors)
+    return parsed, errors
+
+
+def _canonical(source_id: str, parsed: list[tuple[int, dict[str, Any]]], errors: dict[str, Any],
+               one_by_one: bool) -> list[tuple[int, dict[str, Any]]]:
+    """Canonical events, with their item's index; taken one by one, an invalid one joins ``errors``."""
+    received_at = dt.datetime.now(dt.UTC)
+    events = []
+    for index, fields in parsed:
+        try:
+            events.append((index, canonical_event(source_id, fields, received_at=received_at)))
+        except ValidationError as exc:
+            if not one_by_one:
+                raise
+            errors[str(index)] = exc.details
+    return events

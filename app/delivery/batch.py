@@ -45,8 +45,9 @@ def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, m
     if not items:
         return None, errors
     root_source = batch.get("root_template") or DEFAULT_ROOTS[fmt]
+    # extra properties went into the items
     context = {"destination": {k: destination.get(k) for k in ("id", "name", "url", "method", "format")},
-               "items": items, "events": included, "extra": {}, "params": params or {}}  # extra properties went into the items
+               "items": items, "events": included, "extra": {}, "params": params or {}}
     rendered = render_body(root_source, fmt, context, max_bytes=max_bytes * max(1, len(items)),
                            timeout_s=timeout_s * 4)
     return rendered, errors

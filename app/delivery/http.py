@@ -11,6 +11,7 @@ would refuse) goes through ``Session.request`` itself, so it behaves exactly as 
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json as _json
 import re
@@ -56,25 +57,28 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Timeout
 
+from ..config import Network
 from ..errors import BlockedDestination
 from ..netguard import resolve
 
-__all__ = ["Response", "Sender", "RESPONSE_LIMIT"]
+__all__ = ["GuardedAdapter", "Response", "Sender", "RESPONSE_LIMIT", "USER_AGENT"]
 
 RESPONSE_LIMIT = 64 * 1024
 USER_AGENT = "hookgate/0.1"
 _TARGETS_KEPT = 4096
 
 
-class _GuardedAdapter(HTTPAdapter):
-    """Resolves and checks the host, then pins the connection pool to the checked address."""
+class GuardedAdapter(HTTPAdapter):
+    """Resolves and checks the host, then pins the connection pool to the checked address (the
+    SSRF guard of every outbound request: deliveries, notifications, OAuth token requests)."""
 
-    def __init__(self, allowed: tuple, https: bool, **kwargs: Any):
+    def __init__(self, allowed: tuple[Network, ...], https: bool, **kwargs: Any):
         self._allowed = allowed
         self._https = https
         super().__init__(**kwargs)
 
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+    def build_connection_pool_key_attributes(self, request: PreparedRequest, verify: bool | str,
+                                             cert: str | tuple[str, str] | None = None) -> tuple[Any, Any]:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         hostname = host_params["host"]
         port = host_params["port"] or (443 if self._https else 80)
@@ -86,6 +90,9 @@ class _GuardedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
+_GuardedAdapter = GuardedAdapter  # the old name, until oauth.py imports the new one
+
+
 def _host_header(hostname: str, port: int | None) -> str:
     host_header = f"[{hostname}]" if ":" in hostname else hostname
     if port is not None:
@@ -93,8 +100,9 @@ def _host_header(hostname: str, port: int | None) -> str:
     return host_header
 
 
-def _pin_tls_name(pool_kwargs: dict[str, Any], hostname: str) -> None:
-    # Certificates and SNI are checked against the name, not the pinned address.
+def _pin_tls_name(pool_kwargs: Any, hostname: str) -> None:
+    """Certificates and SNI are checked against the name, not the pinned address. (``pool_kwargs``
+    is urllib3's: requests' stubs type it narrower, without these two.)"""
     pool_kwargs["assert_hostname"] = hostname
     pool_kwargs["server_hostname"] = hostname
 
@@ -108,11 +116,13 @@ class _Target:
     def __init__(self, sender: Sender, url: str):
         prepared = PreparedRequest()
         prepared.prepare_url(url, OrderedDict())  # Session.request passes params={} (merged: OrderedDict)
+        if prepared.url is None:
+            raise ValueError("no URL")
         if any(get_auth_from_url(prepared.url)):
             raise ValueError("credentials in the URL: let requests add its Authorization header")
         self.url = prepared.url
         adapter = sender.session.get_adapter(self.url)
-        if not isinstance(adapter, _GuardedAdapter):
+        if not isinstance(adapter, GuardedAdapter):
             raise ValueError("not one of our adapters")
         self.adapter = adapter
         host_params, pool_kwargs = HTTPAdapter.build_connection_pool_key_attributes(adapter, prepared, True, None)
@@ -153,7 +163,7 @@ class Response:
 
 
 class Sender:
-    def __init__(self, allowed_networks: tuple = (), pool_size: int = 32):
+    def __init__(self, allowed_networks: tuple[Network, ...] = (), pool_size: int = 32):
         self.session = requests.Session()
         # One session serves every destination: a cookie one receiver sets must never reach another.
         self.session.cookies.set_policy(_NO_COOKIES)
@@ -162,7 +172,7 @@ class Sender:
         for scheme, https in (("http://", False), ("https://", True)):
             self.session.mount(
                 scheme,
-                _GuardedAdapter(allowed_networks, https, pool_connections=pool_size, pool_maxsize=pool_size),
+                GuardedAdapter(allowed_networks, https, pool_connections=pool_size, pool_maxsize=pool_size),
             )
         self._allowed = tuple(allowed_networks)
         self._targets: dict[str, _Target | None] = {}
@@ -208,92 +218,107 @@ class Sender:
         )
 
     def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float,
-                 cert: Any, verify: Any):
+                 cert: Any, verify: Any) -> Any:
         """Send the request; returns urllib3's response (fast path) or requests' (everything else)."""
         prepared = self._prepare(method, url, headers, body) if cert is None and verify is True else None
         if prepared is None:
             return self.session.request(method, url, headers=headers, data=body, timeout=timeout,
                                         allow_redirects=False, stream=True, cert=cert, verify=verify)
         target, method, sent_headers, body = prepared
-        address = resolve(target.lookup_host, target.lookup_port, self._allowed)
-        adapter = target.adapter
-        pool = adapter.poolmanager.connection_from_host(host=address, port=target.pool_port, scheme=target.scheme,
-                                                       pool_kwargs=target.pool_kwargs)
-        adapter.cert_verify(pool, target.url, True, None)
-        resolved_timeout = self._timeouts.get(timeout)
-        if resolved_timeout is None:
-            if len(self._timeouts) > 256:
-                self._timeouts.clear()
-            resolved_timeout = self._timeouts[timeout] = Timeout(connect=timeout, read=timeout)
-        try:  # HTTPAdapter.send's call and its mapping of urllib3's errors
-            raw = pool.urlopen(
-                method=method, url=target.request_url, body=body, headers=sent_headers, redirect=False,
-                assert_same_host=False, preload_content=False, decode_content=False, retries=adapter.max_retries,
-                timeout=resolved_timeout, chunked=False,
-            )
-        except (ProtocolError, OSError) as err:
-            raise requests.ConnectionError(err) from err
-        except MaxRetryError as e:
-            if isinstance(e.reason, ConnectTimeoutError) and not isinstance(e.reason, NewConnectionError):
-                raise ConnectTimeout(e) from e
-            if isinstance(e.reason, ResponseError):
-                raise RetryError(e) from e
-            if isinstance(e.reason, _ProxyError):
-                raise ProxyError(e) from e
-            if isinstance(e.reason, _SSLError):
-                raise SSLError(e) from e
-            raise requests.ConnectionError(e) from e
-        except ClosedPoolError as e:
-            raise requests.ConnectionError(e) from e
-        except _ProxyError as e:
-            raise ProxyError(e) from e
-        except (_SSLError, _HTTPError) as e:
-            if isinstance(e, _SSLError):
-                raise SSLError(e) from e
-            if isinstance(e, ReadTimeoutError):
-                raise ReadTimeout(e) from e
-            if isinstance(e, _InvalidHeader):
-                raise InvalidHeader(e) from e
-            raise
+        raw = self._urlopen(target, method, sent_headers, body, timeout)
         # What Session.send does next: keep cookies the receiver set, and look at a redirect (not
         # followed, but requests reads its body to release the connection). Rare: only then are
         # requests' own objects built.
         if ("set-cookie" in raw.headers or "set-cookie2" in raw.headers
                 or (raw.status in REDIRECT_STATI and "location" in raw.headers)):
-            request = PreparedRequest()
-            request.method, request.url, request.body = method, target.url, body
-            request.headers = CaseInsensitiveDict(sent_headers)
-            request._cookies = RequestsCookieJar()
-            response = adapter.build_response(request, raw)
-            extract_cookies_to_jar(self.session.cookies, request, raw)
-            try:
-                response._next = next(self.session.resolve_redirects(
-                    response, request, yield_requests=True, timeout=timeout, proxies=OrderedDict(), stream=True,
-                    verify=True, cert=None))
-            except StopIteration:
-                pass
-            return response
+            return self._as_requests_response(raw, target, method, sent_headers, body, timeout)
         return raw
 
-    def _prepare(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
+    def _urlopen(self, target: _Target, method: str, headers: dict[str, str], body: bytes | None,
+                 timeout: float) -> Any:
+        """HTTPAdapter.send's call, on the pool pinned to the vetted address, and its mapping of
+        urllib3's errors to requests' exceptions."""
+        address = resolve(target.lookup_host, target.lookup_port, self._allowed)
+        adapter = target.adapter
+        pool = adapter.poolmanager.connection_from_host(host=address, port=target.pool_port, scheme=target.scheme,
+                                                       pool_kwargs=target.pool_kwargs)
+        adapter.cert_verify(pool, target.url, True, None)
+        try:
+            return pool.urlopen(
+                method=method, url=target.request_url, body=body, headers=headers, redirect=False,
+                assert_same_host=False, preload_content=False, decode_content=False, retries=adapter.max_retries,
+                timeout=self._timeout(timeout), chunked=False,
+            )
+        except (OSError, _HTTPError) as err:
+            mapped = _as_requests_error(err)
+            if mapped is err:
+                raise
+            raise mapped from err
+
+    def _timeout(self, seconds: float) -> Timeout:
+        """urllib3's Timeout for ``seconds``, made once (destinations have a handful of timeouts)."""
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) > 256:
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = Timeout(connect=seconds, read=seconds)
+        return timeout
+
+    def _as_requests_response(self, raw: Any, target: _Target, method: str, headers: dict[str, str],
+                              body: bytes | None, timeout: float) -> requests.Response:
+        """requests' Response for urllib3's, with the cookies kept and the redirect looked at."""
+        request = PreparedRequest()
+        request.method, request.url, request.body = method, target.url, body
+        request.headers = CaseInsensitiveDict(headers)
+        request._cookies = RequestsCookieJar()  # type: ignore[attr-defined]  # requests' own, not in its stubs
+        response = target.adapter.build_response(request, raw)
+        extract_cookies_to_jar(self.session.cookies, request, raw)
+        redirects = self.session.resolve_redirects(response, request, yield_requests=True, timeout=timeout,
+                                                   proxies=OrderedDict(), stream=True, verify=True, cert=None)
+        with contextlib.suppress(StopIteration):
+            response._next = next(redirects)  # type: ignore[attr-defined]  # as Session.send sets it
+        return response
+
+    def _prepare(self, method: str, url: str, headers: dict[str, str],
+                 body: bytes | None) -> tuple[_Target, str, dict[str, str], bytes | None] | None:
         """(target, method, headers, body) as Session.request would send them, or None when this is
         not the plain case (requests then does it all, raising what it raises)."""
         if len(self.session.cookies) or not (body is None or type(body) is bytes):
             return None
-        target = self._targets.get(url, False)
-        if target is False:
-            try:
-                target = _Target(self, url)
-            except Exception:
-                target = None
-            if len(self._targets) >= _TARGETS_KEPT:
-                self._targets.clear()
-            self._targets[url] = target
+        target = self._target(url)
         if target is None or type(method) is not str:
             return None
         method = method.upper()
-        # Session headers, then the request's, case-insensitively (the last spelling wins, the
-        # first position stays), without None values: CaseInsensitiveDict's store, as a dict.
+        store = self._merged_headers(headers)
+        if store is None:
+            return None
+        if body:
+            store["content-length"] = ("Content-Length", str(len(body)))
+        else:
+            body = None
+            if method not in ("GET", "HEAD") and "content-length" not in store:
+                store["content-length"] = ("Content-Length", "0")
+        store["host"] = ("Host", target.host_header)
+        return target, method, dict(store.values()), body
+
+    def _target(self, url: str) -> _Target | None:
+        """The prepared ``url`` (made once), or None when requests must handle it."""
+        target = self._targets.get(url)
+        if target is not None or url in self._targets:
+            return target
+        try:
+            target = _Target(self, url)
+        except Exception:
+            target = None
+        if len(self._targets) >= _TARGETS_KEPT:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
+
+    def _merged_headers(self, headers: dict[str, str]) -> dict[str, tuple[str, Any]] | None:
+        """Session headers, then the request's, case-insensitively (the last spelling wins, the first
+        position stays), without None values: CaseInsensitiveDict's store, as a dict. None when a
+        header is not one requests would send as is."""
         store: dict[str, tuple[str, Any]] = {}
         for name, value in self.session.headers.items():
             store[name.lower()] = (name, value)
@@ -309,14 +334,33 @@ class Sender:
                     check_header_validity(header)
         except ValueError:
             return None
-        if body:
-            store["content-length"] = ("Content-Length", str(len(body)))
-        else:
-            body = None
-            if method not in ("GET", "HEAD") and "content-length" not in store:
-                store["content-length"] = ("Content-Length", "0")
-        store["host"] = ("Host", target.host_header)
-        return target, method, dict(store.values()), body
+        return store
+
+
+def _as_requests_error(err: Exception) -> Exception:
+    """urllib3's error as HTTPAdapter.send raises it (itself when requests lets it through)."""
+    if isinstance(err, ProtocolError | OSError | ClosedPoolError):
+        return requests.ConnectionError(err)
+    if isinstance(err, MaxRetryError):
+        reason = err.reason
+        if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+            return ConnectTimeout(err)
+        if isinstance(reason, ResponseError):
+            return RetryError(err)
+        if isinstance(reason, _ProxyError):
+            return ProxyError(err)
+        if isinstance(reason, _SSLError):
+            return SSLError(err)
+        return requests.ConnectionError(err)
+    if isinstance(err, _ProxyError):
+        return ProxyError(err)
+    if isinstance(err, _SSLError):
+        return SSLError(err)
+    if isinstance(err, ReadTimeoutError):
+        return ReadTimeout(err)
+    if isinstance(err, _InvalidHeader):
+        return InvalidHeader(err)
+    return err
 
 
 _URL_TAIL = re.compile(r"(?P<path>(?:url: |https?://[^\s/]*)/[^\s?'\"]*)\?[^\s'\"]*")
@@ -329,10 +373,10 @@ def _safe(error: str) -> str:
 
 
 class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
-    def set_ok(self, cookie, request) -> bool:  # type: ignore[override]
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
 
-    def return_ok(self, cookie, request) -> bool:  # type: ignore[override]
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
 
 

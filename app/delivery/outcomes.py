@@ -5,6 +5,9 @@
   an address the guard refuses). Not retried, except 408, 409, 425 and 429.
 - ``bounced``: the receiver could not take it (5xx, timeout, connection failure). Retried.
 - ``failed``: retries exhausted (dead letter). ``skipped``: not sent, with a reason.
+
+A preset's verdict (its plugin's reading of the answer) wins over these rules; ``decide`` puts the
+two together with the retry schedule: the ``classify`` step of a delivery.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
+from ..presets import Verdict
 from .http import Response
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "classify", "is_retryable", "next_delay", "retry_after_s"]
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "Decision", "classify", "decide", "is_retryable", "next_delay",
+           "retry_after_s"]
 
 # Like Svix: the first attempt at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -40,7 +46,7 @@ def is_retryable(outcome: str, status_code: int | None) -> bool:
     return outcome == "bounced" or (outcome == "error" and status_code in RETRYABLE_4XX)
 
 
-def next_delay(attempts_made: int, schedule: tuple[float, ...] | list[float]) -> float | None:
+def next_delay(attempts_made: int, schedule: Sequence[float]) -> float | None:
     """Seconds until the next attempt after ``attempts_made`` attempts, or None when exhausted."""
     if attempts_made > len(schedule):
         return None
@@ -64,3 +70,35 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, min(moment.timestamp() - time.time(), MAX_RETRY_AFTER_S))
+
+
+class Decision(NamedTuple):
+    """What one attempt comes to."""
+
+    outcome: str  # delivered, error or bounced: what this attempt got
+    status: str  # the delivery's status after it: the outcome, or failed when its retries ran out
+    error: str | None  # for the attempt log: the request's error and the verdict's reason
+    due: int | None  # when it is tried again (ms since the epoch), None: not again
+
+
+def decide(response: Response, verdict: Verdict | None, attempt_no: int, schedule: Sequence[float] | None,
+           now: int) -> Decision:
+    """Classify attempt ``attempt_no`` (``verdict`` first: a preset's, which wins over the status
+    code) and schedule the next one: by ``schedule`` (None: the default; empty: no retries), never
+    sooner than the receiver or the verdict asked, within a day."""
+    outcome = verdict.outcome if verdict is not None else classify(response)
+    error = response.error
+    if verdict is not None and verdict.reason:
+        error = verdict.reason if not error else f"{error}; {verdict.reason}"
+    retryable = (outcome == "bounced" if verdict is not None
+                 else is_retryable(outcome, response.status_code) or response.error_kind == "auth")
+    if outcome == "delivered" or not retryable:
+        return Decision(outcome, outcome, error, None)
+    delay = next_delay(attempt_no, DEFAULT_RETRY_SCHEDULE if schedule is None else schedule)
+    if delay is None:
+        return Decision(outcome, "failed", error, None)
+    asked = (min(verdict.retry_after_s, MAX_RETRY_AFTER_S) if verdict is not None and verdict.retry_after_s is not None
+             else retry_after_s(response.headers))
+    if asked is not None:
+        delay = max(delay, asked)
+    return Decision(outcome, outcome, error, now + int(delay * 1000))

@@ -11,87 +11,109 @@ clearing the flag.
 A lease belongs to the job that took it: ``hookgate:lease_holders`` maps each lease to its job's
 token, and renewing, releasing and recording check it. A job whose lease lapsed (a receiver slower
 than the lease) cannot renew, release or record a delivery another job has taken since.
+
+Each script takes its keys as KEYS (named in its first line) and its other arguments as one JSON
+object in ARGV[1] (``args.holder``, ``args.ids``…), so no caller and no script counts positions.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
 from rq import Queue
 
-from ..store import PREFIX, keys, now_ms
+from ..config import Settings
+from ..store import keys, now_ms
 
 __all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due",
-           "drain_job_timeout"]
+           "drain_job_timeout", "DRAIN_JOB"]
+
+# The drain job by its dotted path: RQ imports it in the worker, and this module (which the drain
+# imports) need not import the drain.
+DRAIN_JOB = "hookgate.delivery.drain.drain_destination"
 
 _TAKE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local pending, leases, due, wake, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local args = cjson.decode(ARGV[1])
+local ids = redis.call('ZRANGEBYSCORE', pending, '-inf', args.now, 'LIMIT', 0, tonumber(args.count))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1] .. '|' .. id)
-  redis.call('HSET', KEYS[5], ARGV[1] .. '|' .. id, ARGV[6])
+  local lease = args.destination .. '|' .. id
+  redis.call('ZREM', pending, id)
+  redis.call('ZADD', leases, args.lease_until, lease)
+  redis.call('HSET', holders, lease, args.holder)
 end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local head = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
 if head[1] then
-  redis.call('ZADD', KEYS[3], head[2], ARGV[1])
+  redis.call('ZADD', due, head[2], args.destination)
 else
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', due, args.destination)
 end
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', wake, args.wake_ttl_ms)
 return ids
 """
 
 _FINISH = """
-local head = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+local pending, wake = KEYS[1], KEYS[2]
+local args = cjson.decode(ARGV[1])
+local head = redis.call('ZRANGEBYSCORE', pending, '-inf', args.now, 'LIMIT', 0, 1)
 if head[1] then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', wake)
 return 1
 """
 
 _RENEW = """
+local leases, wake, holders = KEYS[1], KEYS[2], KEYS[3]
+local args = cjson.decode(ARGV[1])
 local kept = {}
-for i = 5, #ARGV do
-  local member = ARGV[1] .. '|' .. ARGV[i]
-  if redis.call('HGET', KEYS[3], member) == ARGV[4] and redis.call('ZSCORE', KEYS[1], member) then
-    redis.call('ZADD', KEYS[1], ARGV[2], member)
-    table.insert(kept, ARGV[i])
+for _, id in ipairs(args.ids) do
+  local lease = args.destination .. '|' .. id
+  if redis.call('HGET', holders, lease) == args.holder and redis.call('ZSCORE', leases, lease) then
+    redis.call('ZADD', leases, args.lease_until, lease)
+    table.insert(kept, id)
   end
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', wake, args.wake_ttl_ms)
 return kept
 """
 
+# The keys of a lease's delivery and destination are learnt here, from the lease: they are built
+# with the patterns of keys.lua_patterns() (string.format, the id for %s).
 _RECLAIM = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(expired) do
-  local sep = string.find(member, '|', 1, true)
-  local did = string.sub(member, 1, sep - 1)
-  local id = string.sub(member, sep + 1)
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('HDEL', KEYS[3], member)
-  if redis.call('EXISTS', ARGV[2] .. 'delivery:' .. id) == 1 then
-    redis.call('ZADD', ARGV[2] .. 'dest:' .. did .. ':pending', ARGV[1], id)
-    redis.call('ZADD', KEYS[2], 'LT', ARGV[1], did)
+local leases, due, holders = KEYS[1], KEYS[2], KEYS[3]
+local args = cjson.decode(ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', args.now, 'LIMIT', 0, tonumber(args.limit))
+for _, lease in ipairs(expired) do
+  local sep = string.find(lease, '|', 1, true)
+  local did = string.sub(lease, 1, sep - 1)
+  local id = string.sub(lease, sep + 1)
+  redis.call('ZREM', leases, lease)
+  redis.call('HDEL', holders, lease)
+  if redis.call('EXISTS', string.format(args.delivery_key, id)) == 1 then
+    redis.call('ZADD', string.format(args.pending_key, did), args.now, id)
+    redis.call('ZADD', due, 'LT', args.now, did)
   end
 end
 return #expired
 """
 
-
-# Give leased deliveries back to pending, due at ARGV[2] (those still held by ARGV[3]); or, with
-# ARGV[2] = '', only drop their leases (the delivery is gone).
+# Give leased deliveries back to pending, due at args.due (those still held by args.holder); or,
+# without args.due, only drop their leases (the delivery is gone).
 _RELEASE = """
+local leases, holders, pending, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local args = cjson.decode(ARGV[1])
 local released = 0
-for i = 4, #ARGV do
-  local member = ARGV[1] .. '|' .. ARGV[i]
-  if redis.call('HGET', KEYS[2], member) == ARGV[3] then
-    redis.call('ZREM', KEYS[1], member)
-    redis.call('HDEL', KEYS[2], member)
-    if ARGV[2] ~= '' then
-      redis.call('ZADD', KEYS[3], ARGV[2], ARGV[i])
-      redis.call('ZADD', KEYS[4], 'LT', ARGV[2], ARGV[1])
+for _, id in ipairs(args.ids) do
+  local lease = args.destination .. '|' .. id
+  if redis.call('HGET', holders, lease) == args.holder then
+    redis.call('ZREM', leases, lease)
+    redis.call('HDEL', holders, lease)
+    if args.due then
+      redis.call('ZADD', pending, args.due, id)
+      redis.call('ZADD', due, 'LT', args.due, args.destination)
     end
     released = released + 1
   end
@@ -99,19 +121,19 @@ end
 return released
 """
 
+_SOURCES = {"take": _TAKE, "finish": _FINISH, "renew": _RENEW, "reclaim": _RECLAIM, "release": _RELEASE}
+
 
 class _Scripts:
     """Lua scripts registered once per client (EVALSHA after the first call)."""
 
     def __init__(self) -> None:
-        self._by_client: dict[int, dict[str, Any]] = {}
+        self._by_client: dict[int, dict[str, Script]] = {}
 
-    def get(self, db: redis.Redis, name: str):
+    def get(self, db: redis.Redis, name: str) -> Script:
         scripts = self._by_client.get(id(db))
         if scripts is None:
-            scripts = {n: db.register_script(src) for n, src in (("take", _TAKE), ("finish", _FINISH),
-                                                                  ("renew", _RENEW), ("reclaim", _RECLAIM),
-                                                                  ("release", _RELEASE))}
+            scripts = {n: db.register_script(source) for n, source in _SOURCES.items()}
             self._by_client[id(db)] = scripts
         return scripts[name]
 
@@ -119,39 +141,43 @@ class _Scripts:
 _scripts = _Scripts()
 
 
-def drain_job_timeout(settings) -> int:
+def _named(**args: Any) -> list[str]:
+    """A script's ARGV: its arguments as one JSON object. Numbers go as text, as they would in ARGV
+    (what Redis is handed back is then exactly what it was given); a None is left out (nil in Lua)."""
+    return [json.dumps({name: repr(value) if isinstance(value, int | float) else value
+                        for name, value in args.items() if value is not None})]
+
+
+def drain_job_timeout(settings: Settings) -> int:
     return int(settings.drain_budget_s + settings.lease_s + 60)
 
 
-def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings) -> int:
+def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings: Settings) -> int:
     """Enqueue a drain job for each destination that has none queued or running. Returns how many."""
     ids = list(dict.fromkeys(destination_ids))
     if not ids:
         return 0
     # Long enough for the job to wait in a busy queue: a flag that lapsed while its job waited would
     # let a second job for the same destination in. A running drain renews it with every chunk.
-    ttl_ms = int(drain_job_timeout(settings) * 1000)
+    timeout = drain_job_timeout(settings)
     with db.pipeline(transaction=False) as pipe:
         for did in ids:
-            pipe.set(keys.wake(did), "1", nx=True, px=ttl_ms)
-        claimed = [did for did, ok in zip(ids, pipe.execute()) if ok]
+            pipe.set(keys.wake(did), "1", nx=True, px=timeout * 1000)
+        claimed = [did for did, ok in zip(ids, pipe.execute(), strict=True) if ok]
     if claimed:
-        from .drain import drain_destination
-
-        timeout = drain_job_timeout(settings)
         with queue.connection.pipeline() as rq_pipe:
             queue.enqueue_many(
-                [Queue.prepare_data(drain_destination, args=(did,), timeout=timeout, result_ttl=0,
-                                    failure_ttl=86400, description=f"drain {did}") for did in claimed],
+                [Queue.prepare_data(DRAIN_JOB, args=(did,), timeout=timeout, result_ttl=0, failure_ttl=86400,
+                                    description=f"drain {did}") for did in claimed],
                 pipeline=rq_pipe,
             )
             rq_pipe.execute()
     return len(claimed)
 
 
-def wake_due(db: redis.Redis, queue: Queue, settings, limit: int = 1000) -> int:
+def wake_due(db: redis.Redis, queue: Queue, settings: Settings, limit: int = 1000) -> int:
     """Wake every destination with a delivery due now (the ticker's job)."""
-    due = db.zrangebyscore(keys.due, "-inf", now_ms(), start=0, num=limit)
+    due = cast(list[str], db.zrangebyscore(keys.due, "-inf", now_ms(), start=0, num=limit))
     return wake(db, queue, due, settings)
 
 
@@ -160,7 +186,8 @@ def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_t
     now = now_ms()
     return _scripts.get(db, "take")(
         keys=[keys.pending(destination_id), keys.leases, keys.due, keys.wake(destination_id), keys.lease_holders],
-        args=[destination_id, now, count, now + lease_ms, wake_ttl_ms, holder],
+        args=_named(destination=destination_id, now=now, count=count, lease_until=now + lease_ms,
+                    wake_ttl_ms=wake_ttl_ms, holder=holder),
     )
 
 
@@ -170,8 +197,11 @@ def renew(db: redis.Redis, destination_id: str, ids: list[str], lease_ms: int, w
     another job's now)."""
     if not ids:
         return []
-    return _scripts.get(db, "renew")(keys=[keys.leases, keys.wake(destination_id), keys.lease_holders],
-                                     args=[destination_id, now_ms() + lease_ms, wake_ttl_ms, holder, *ids])
+    return _scripts.get(db, "renew")(
+        keys=[keys.leases, keys.wake(destination_id), keys.lease_holders],
+        args=_named(destination=destination_id, lease_until=now_ms() + lease_ms, wake_ttl_ms=wake_ttl_ms,
+                    holder=holder, ids=ids),
+    )
 
 
 def release(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
@@ -181,24 +211,28 @@ def release(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -
 
 def drop(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
     """End ``holder``'s leases of deliveries that no longer exist."""
-    return _release(db, destination_id, ids, holder, "")
+    return _release(db, destination_id, ids, holder, None)
 
 
-def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, due: int | str) -> int:
+def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, due: int | None) -> int:
     if not ids:
         return 0
     return _scripts.get(db, "release")(
         keys=[keys.leases, keys.lease_holders, keys.pending(destination_id), keys.due],
-        args=[destination_id, due, holder, *ids])
+        args=_named(destination=destination_id, due=due, holder=holder, ids=ids),
+    )
 
 
 def finish(db: redis.Redis, destination_id: str) -> bool:
     """Clear the wake flag if nothing is due; False means more came in and the drain goes on."""
     return bool(_scripts.get(db, "finish")(keys=[keys.pending(destination_id), keys.wake(destination_id)],
-                                           args=[now_ms()]))
+                                           args=_named(now=now_ms())))
 
 
 def reclaim_expired(db: redis.Redis, limit: int = 1000) -> int:
     """Put deliveries whose lease expired (their worker died) back to pending."""
-    return _scripts.get(db, "reclaim")(keys=[keys.leases, keys.due, keys.lease_holders],
-                                       args=[now_ms(), PREFIX, limit])
+    patterns = keys.lua_patterns()
+    return _scripts.get(db, "reclaim")(
+        keys=[keys.leases, keys.due, keys.lease_holders],
+        args=_named(now=now_ms(), limit=limit, delivery_key=patterns["delivery"], pending_key=patterns["pending"]),
+    )

@@ -36,40 +36,39 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 LINGER_S = 0.005
 
-# ARGV[1]: a JSON array of outcomes, each [delivery key, attempt log key, previous status key, new
-# status key, pending key, retention s, -attempts kept, [field, value, ...], attempt JSON ('' if
-# none), lease member, created ms (the score in the status set), delivery id, due ms ('' if not
-# rescheduled), destination id, lease holder ('' for none)]. Each outcome's writes are those of the
+# ARGV[1]: {"status_key": the pattern of a status set's key (string.format, the status for %s),
+# "outcomes": [what outcome_writes() returns, ...]}. Each outcome's writes are those of the
 # MULTI/EXEC this replaces, in the same order. An outcome whose lease another job holds now is left
-# out: that job sends the delivery and records it. KEYS[1], KEYS[2], KEYS[3]: the leases and due
-# sets, and the lease holders.
+# out: that job sends the delivery and records it.
 _RECORD = """
-for _, o in ipairs(cjson.decode(ARGV[1])) do
-  local attempts, attempt, created, id, due = o[2], o[9], o[11], o[12], o[13]
-  if o[15] == '' or redis.call('HGET', KEYS[3], o[10]) == o[15] then
+local leases, due_set, holders = KEYS[1], KEYS[2], KEYS[3]
+local args = cjson.decode(ARGV[1])
+for _, o in ipairs(args.outcomes) do
+  if not o.holder or redis.call('HGET', holders, o.lease) == o.holder then
     -- The status the delivery has now (not the one its worker read): the set it leaves.
-    local current = redis.call('HGET', o[1], 'status')
-    redis.call('HSET', o[1], unpack(o[8]))
-    if attempt ~= '' then
-      redis.call('RPUSH', attempts, attempt)
-      redis.call('LTRIM', attempts, o[7], -1)
-      redis.call('EXPIRE', attempts, o[6])
+    local current = redis.call('HGET', o.delivery, 'status')
+    redis.call('HSET', o.delivery, unpack(o.fields))
+    if o.attempt then
+      redis.call('RPUSH', o.attempts, o.attempt)
+      redis.call('LTRIM', o.attempts, o.trim_from, -1)
+      redis.call('EXPIRE', o.attempts, o.retention_s)
     end
-    redis.call('ZREM', KEYS[1], o[10])
-    local current_set = current and string.gsub(o[4], '[^:]+$', current) or o[3]
-    if current_set ~= o[4] then
-      redis.call('ZREM', current_set, id)
-      redis.call('ZADD', o[4], created, id)
+    redis.call('ZREM', leases, o.lease)
+    local current_set = current and string.format(args.status_key, current) or o.previous_set
+    if current_set ~= o.status_set then
+      redis.call('ZREM', current_set, o.id)
+      redis.call('ZADD', o.status_set, o.created, o.id)
     end
-    if due ~= '' then
-      redis.call('ZADD', o[5], due, id)
-      redis.call('ZADD', KEYS[2], 'LT', due, o[14])
+    if o.due then
+      redis.call('ZADD', o.pending, o.due, o.id)
+      redis.call('ZADD', due_set, 'LT', o.due, o.destination)
     end
-    redis.call('HDEL', KEYS[3], o[10])
+    redis.call('HDEL', holders, o.lease)
   end
 end
 return 1
 """
+_STATUS_KEY = keys.status("%s")  # the script learns the status a delivery has when it runs
 
 
 def _text(value: Any) -> str:
@@ -83,23 +82,32 @@ def _text(value: Any) -> str:
 
 def outcome_writes(destination_id: str, delivery_id: str, previous: str, status: str, fields: dict[str, Any],
                    attempt_json: str | None, created: int, due: int | None, retention_s: int,
-                   attempts_kept: int, holder: str = "") -> list[Any]:
+                   attempts_kept: int, holder: str = "") -> dict[str, Any]:
     """One outcome's writes, for ``Recorder.submit``. They are, in this order:
 
     HSET the delivery's ``fields``; with an attempt: RPUSH it to the attempt log, LTRIM the log to
     the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; if the status
     changed: ZREM the delivery from the set of the status the hash holds when this runs (``previous``
-    only if it has none) and ZADD it to the new one (scored by ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to the due
-    set (LT); and end the lease. With a ``holder``, all of it only while that job still holds the lease.
+    only if it has none) and ZADD it to the new one (scored by ``created``); with a ``due`` time: ZADD
+    it to the pending set, and the destination to the due set (LT); and end the lease. With a
+    ``holder``, all of it only while that job still holds the lease.
     """
     flat: list[str] = []
     for name, value in fields.items():
         flat += (_text(name), _text(value))
-    return [keys.delivery(delivery_id), keys.attempts(delivery_id), keys.status(previous), keys.status(status),
-            keys.pending(destination_id), _text(retention_s), _text(-attempts_kept), flat,
-            attempt_json if attempt_json is not None else "", f"{destination_id}|{delivery_id}",
-            _text(created), delivery_id, _text(due) if due is not None else "",
-            destination_id, holder]
+    writes = {"delivery": keys.delivery(delivery_id), "attempts": keys.attempts(delivery_id),
+              "previous_set": keys.status(previous), "status_set": keys.status(status),
+              "pending": keys.pending(destination_id), "retention_s": _text(retention_s),
+              "trim_from": _text(-attempts_kept), "fields": flat, "lease": f"{destination_id}|{delivery_id}",
+              "created": _text(created), "id": delivery_id, "destination": destination_id}
+    # absent, not empty: nil in the script
+    if attempt_json is not None:
+        writes["attempt"] = attempt_json
+    if due is not None:
+        writes["due"] = _text(due)
+    if holder:
+        writes["holder"] = holder
+    return writes
 
 
 class Recorder:
@@ -113,7 +121,7 @@ class Recorder:
         self._closing = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, record: list[Any] | Callable[[Pipeline], None]) -> None:
+    def submit(self, record: dict[str, Any] | Callable[[Pipeline], None]) -> None:
         """Queue one outcome's writes: what ``outcome_writes()`` returns, or any function that adds
         commands to a transaction (a batch with such a function is written as one MULTI/EXEC, the
         outcomes' script included, in the order submitted)."""
@@ -160,20 +168,24 @@ class Recorder:
             batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             return batch
 
+    def _record(self, outcomes: list[dict[str, Any]], pipe: Pipeline | None = None) -> None:
+        """The outcomes' script, on its own or inside ``pipe``."""
+        self._script(keys=[keys.leases, keys.due, keys.lease_holders],
+                     args=[json.dumps({"status_key": _STATUS_KEY, "outcomes": outcomes}, ensure_ascii=False)],
+                     client=pipe)
+
     def _write(self, batch: list[Any]) -> None:
         if not any(callable(item) for item in batch):
-            self._script(keys=[keys.leases, keys.due, keys.lease_holders],
-                         args=[json.dumps(batch, ensure_ascii=False)])
+            self._record(batch)
             return
         with self.db.pipeline(transaction=True) as pipe:
-            outcomes: list[list[Any]] = []
+            outcomes: list[dict[str, Any]] = []
             for item in [*batch, None]:
-                if isinstance(item, list):
+                if isinstance(item, dict):
                     outcomes.append(item)
                     continue
                 if outcomes:
-                    self._script(keys=[keys.leases, keys.due, keys.lease_holders],
-                                 args=[json.dumps(outcomes, ensure_ascii=False)], client=pipe)
+                    self._record(outcomes, pipe)
                     outcomes = []
                 if item is not None:
                     item(pipe)

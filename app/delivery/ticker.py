@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 import redis
 
+from ..deliveries import STATUSES
+from ..notify import send_due
 from ..runtime import Runtime
 from ..store import keys, now_ms
 from .queue import reclaim_expired, wake_due
@@ -26,8 +29,6 @@ TRIM_EVERY_S = 60.0
 
 def tick(rt: Runtime) -> tuple[int, int]:
     """One tick: (leases reclaimed, drain jobs enqueued). Also sends notifications that came due."""
-    from ..notify import send_due
-
     reclaimed = reclaim_expired(rt.db)
     woken = wake_due(rt.db, rt.queue, rt.settings)
     send_due(rt)
@@ -35,13 +36,14 @@ def tick(rt: Runtime) -> tuple[int, int]:
 
 
 def trim_indexes(rt: Runtime) -> None:
+    """Drop what the retention window let expire from the delivery indexes (their hashes expire alone)."""
     cutoff = now_ms() - int(rt.settings.event_retention_s * 1000)
     db = rt.db
     with db.pipeline(transaction=False) as pipe:
         pipe.zremrangebyscore(keys.deliveries, "-inf", cutoff)
-        for status in ("pending", "delivered", "error", "bounced", "failed", "skipped"):
+        for status in STATUSES:
             pipe.zremrangebyscore(keys.status(status), "-inf", cutoff)
-        for did in db.hkeys(keys.destinations):
+        for did in cast(list[str], db.hkeys(keys.destinations)):
             pipe.zremrangebyscore(keys.destination_deliveries(did), "-inf", cutoff)
         pipe.execute()
 

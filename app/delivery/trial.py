@@ -11,71 +11,85 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from ..config import Settings
 from ..events import isoformat
 from ..preset_destinations import scrub
 from ..presets import MASK, SAMPLE_EVENT, URL_MASK
-from ..rendering import RenderError, render_delivery
+from ..rendering import Rendered, RenderError, render_delivery
+from ..runtime import Runtime
 from .batch import render_batch
-from .drain import Drainer, request_headers
+from .dispatch import Dispatcher
 from .outcomes import classify
+from .request import PresetRequest, Presets, request_headers, with_query
 
 __all__ = ["try_destination"]
 
 
-def try_destination(rt: Any, destination: dict[str, Any], event: dict[str, Any] | None = None, *,
+def try_destination(rt: Runtime, destination: dict[str, Any], event: dict[str, Any] | None = None, *,
                     send: bool = False) -> dict[str, Any]:
-    drainer = Drainer(rt)
+    presets = Presets(rt)
     # the sample is "now": a receiver may refuse old events (Meta's 7 days)
     event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.UTC))}
-    settings = rt.settings
     result: dict[str, Any] = {"event": event}
     try:
-        preset = drainer.preset_request(destination)
+        preset = presets.request(destination)
         if preset.skip is not None and (reason := preset.skip(event, preset.params)):
             return {**result, "skipped": reason}
         secret_names = set((destination.get("preset") or {}).get("secrets", {}))
         shown_params = {**preset.params, **{n: URL_MASK for n in secret_names}}
-        rendered = _render(destination, event, settings, preset.params)
-        shown = _render(destination, event, settings, shown_params) if secret_names else rendered
+        rendered = _render(destination, event, rt.settings, preset.params)
+        shown = _render(destination, event, rt.settings, shown_params) if secret_names else rendered
     except RenderError as exc:
         return {**result, "error": {"code": "render_failed", "message": str(exc)}}
+    method, url, headers, body, shown_request = _request(destination, event, preset, rendered, shown)
+    result["request"] = shown_request
+    if send:
+        result["response"] = _answer(rt, presets, destination, preset, event, method, url, headers, body)
+    return result
+
+
+def _request(destination: dict[str, Any], event: dict[str, Any], preset: PresetRequest, rendered: Rendered,
+             shown: Rendered) -> tuple[str, str, dict[str, str], bytes | None, dict[str, Any]]:
+    """The request as a worker sends it (method, URL, headers, body), and as the trial shows it."""
     headers = request_headers(rendered.content_type, preset.headers, destination.get("headers", {}),
                               {"webhook-id": event.get("id", "evt_test")})
-    secret_headers = _secret_headers(destination)
     method = destination["method"]
-    url, log_url, body = preset.url or destination["url"], preset.log_url or destination["url"], rendered.body
+    url, log_url = preset.url or destination["url"], preset.log_url or destination["url"]
+    body: bytes | None = rendered.body
     if method == "GET":  # as a worker sends it
         if destination["format"] == "form" and rendered.body:
-            url += ("&" if "?" in url else "?") + rendered.body.decode()
-            log_url += ("&" if "?" in log_url else "?") + shown.body.decode()
+            url = with_query(url, rendered.body.decode())
+            log_url = with_query(log_url, shown.body.decode())
         body = None
         headers.pop("Content-Type", None)
-    result["request"] = {
+    secret_headers = _secret_headers(destination)
+    return method, url, headers, body, {
         "method": method,
         "url": scrub(log_url, preset.hidden),
         "headers": {k: (MASK if k in secret_headers else scrub(v, preset.hidden)) for k, v in headers.items()},
         "body": scrub(shown.body.decode(errors="replace"), preset.hidden) if body is not None else None,
         "auth_profile_id": destination.get("auth_profile_id"),
     }
-    if not send:
-        return result
-    try:
-        response, _ = drainer.send(destination, method, url, headers, body,
-                                   headers["webhook-id"], preset.log_url, preset.hidden)
-        verdict = drainer.preset_verdict(preset, response, [event.get("id", "evt_test")])
-        verdict = verdict.for_item(event.get("id", "evt_test")) if verdict is not None else None
-    finally:
-        drainer.recorder.close()
-    outcome = verdict.outcome if verdict is not None else classify(response)
-    result["response"] = {
+
+
+def _answer(rt: Runtime, presets: Presets, destination: dict[str, Any], preset: PresetRequest, event: dict[str, Any],
+            method: str, url: str, headers: dict[str, str], body: bytes | None) -> dict[str, Any]:
+    """Send the request, and show the answer and how a worker would classify it."""
+    response, _ = Dispatcher(rt).send(destination, method, url, headers, body, headers["webhook-id"],
+                                      preset.log_url, preset.hidden)
+    reference = event.get("id", "evt_test")
+    verdict = presets.verdict(preset, response, [reference])
+    verdict = verdict.for_item(reference) if verdict is not None else None
+    return {
         "status_code": response.status_code, "headers": response.headers, "body": response.body,
-        "latency_ms": round(response.latency_ms, 1), "error": response.error, "outcome": outcome,
+        "latency_ms": round(response.latency_ms, 1), "error": response.error,
+        "outcome": verdict.outcome if verdict is not None else classify(response),
         "reason": verdict.reason if verdict is not None else None,
     }
-    return result
 
 
-def _render(destination: dict[str, Any], event: dict[str, Any], settings: Any, params: dict[str, Any]):
+def _render(destination: dict[str, Any], event: dict[str, Any], settings: Settings,
+            params: dict[str, Any]) -> Rendered:
     if destination.get("batch"):
         rendered, errors = render_batch(destination, [event], max_bytes=settings.template_max_bytes,
                                         timeout_s=settings.template_timeout_s, params=params)
