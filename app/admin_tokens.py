@@ -20,7 +20,6 @@ from .store import keys, new_id, now_ms
 __all__ = ["AdminTokenStore"]
 
 
-
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -31,14 +30,14 @@ class AdminTokenStore:
 
     def create(self, name: str) -> tuple[dict[str, Any], str]:
         token = "hga_" + secrets.token_urlsafe(32)
-        record = {"id": new_id("adm"), "name": name, "hint": token[:8] + "…", "created_at": now_ms()}
+        record: dict[str, Any] = {"id": new_id("adm"), "name": name, "hint": token[:8] + "…", "created_at": now_ms()}
         with self.db.pipeline() as pipe:
             pipe.hset(keys.admin_tokens, record["id"], json.dumps({**record, "hash": _hash(token)}))
             pipe.hset(keys.admin_token_hashes, _hash(token), record["id"])
             pipe.execute()
         return record, token
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         records = (json.loads(raw) for raw in self.db.hvals(keys.admin_tokens))
         return sorted(({k: v for k, v in r.items() if k != "hash"} for r in records), key=lambda r: r["id"])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
 import os
 import secrets
@@ -10,12 +12,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
 import click
 import requests
 
+from . import runtime
+from .api.presets import summary
 from .config import Settings
+from .delivery.worker import run_burst, run_worker
+from .embedded import EmbeddedServer
+from .errors import HookgateError
+from .exchange import export_document, import_document
+from .plugins import PluginError, load
+from .presets import PresetCatalog, public_preset
+from .secrets import generate_key
+from .store import connect
+from .web import WebServer, gunicorn_options
 
 __all__ = ["main"]
 
@@ -32,8 +48,6 @@ def main() -> None:
 @click.option("--workers", type=int, default=None, help="web worker processes (default: HOOKGATE_WEB_WORKERS)")
 def web(bind: str | None, workers: int | None) -> None:
     """Serve the API with gunicorn (the same as `gunicorn wsgi:app`)."""
-    from .web import WebServer, gunicorn_options
-
     options = gunicorn_options()
     if bind:
         options["bind"] = bind
@@ -47,13 +61,10 @@ def web(bind: str | None, workers: int | None) -> None:
 @click.option("--name", default=None, help="worker name shown by `rq info`")
 def worker(burst: bool, name: str | None) -> None:
     """Deliver: an RQ worker with the scheduler, plus hookgate's ticker (retries, expired leases)."""
-    from . import runtime
-    from .delivery.worker import run_burst, run_worker
-
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime.Runtime(settings)
-    rt.plugins  # a misspelt hook or a clashing preset stops the worker before it takes work
+    rt.load_plugins()  # a misspelt hook or a clashing preset stops the worker before it takes work
     runtime.install(rt)
     if burst:
         run_burst(rt, name)
@@ -61,7 +72,7 @@ def worker(burst: bool, name: str | None) -> None:
         run_worker(rt, name)
 
 
-def _secret_file(path: Path, make) -> str:
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
     if path.exists():
         return path.read_text().strip()
     path.write_text(make())
@@ -72,10 +83,8 @@ def _secret_file(path: Path, make) -> str:
 def _die_with_parent() -> None:
     """In a child: get SIGTERM if `hookgate up` itself dies (Linux), so no child outlives it."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class _Supervisor:
@@ -106,20 +115,16 @@ class _Supervisor:
             _signal_group(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for child in self.children.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for child in self.children.values():
             _signal_group(child, signal.SIGKILL)  # whatever is left, grandchildren included
             child.wait()
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait_healthy(url: str, supervisor: _Supervisor, timeout: float = 60.0) -> None:
@@ -152,8 +157,6 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     if settings.redis_url:
         click.echo(f"store: {settings.redis_url}")
     else:
-        from .embedded import EmbeddedServer
-
         server = EmbeddedServer(data)
         server.start(preexec_fn=_die_with_parent)
         env["HOOKGATE_REDIS_URL"] = server.url
@@ -162,8 +165,6 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     token = settings.admin_token or _secret_file(data / "admin_token", lambda: "hga_" + secrets.token_urlsafe(32))
     env["HOOKGATE_ADMIN_TOKEN"] = token
     if not settings.secret_key:
-        from .secrets import generate_key
-
         env["HOOKGATE_SECRET_KEY"] = _secret_file(data / "secret_key", generate_key)
     if not os.environ.get("HOOKGATE_ALLOWED_NETWORKS"):
         env["HOOKGATE_ALLOWED_NETWORKS"] = LOOPBACK
@@ -178,7 +179,7 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
 
     stopping = False
 
-    def request_stop(signum, frame):
+    def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
@@ -203,11 +204,8 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
         click.echo("hookgate: stopped", err=True)
 
 
-def _catalog():
+def _catalog() -> PresetCatalog:
     """The presets this installation has: plugins' always, users' too when a store is configured."""
-    from .plugins import PluginError, load
-    from .presets import PresetCatalog
-
     settings = Settings.from_env()
     try:
         plugins = load(settings.blocked_plugins)
@@ -215,8 +213,6 @@ def _catalog():
         raise click.ClickException(str(exc)) from None
     db = None
     if settings.redis_url:
-        from .store import connect
-
         db = connect(settings.redis_url)
     return PresetCatalog(db, plugins.presets)
 
@@ -230,12 +226,8 @@ def presets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON, as GET /v1/presets does")
 def presets_list(as_json: bool) -> None:
     """One line per preset: name, origin, method and format, title."""
-    import json
-
     items = _catalog().all()
     if as_json:
-        from .api.presets import summary
-
         click.echo(json.dumps({"items": [summary(p) for p in items]}, indent=2))
         return
     width = max((len(p.name) for p in items), default=10)
@@ -248,18 +240,13 @@ def presets_list(as_json: bool) -> None:
 @click.argument("name")
 def presets_show(name: str) -> None:
     """A preset's parameters, request shape, auth and rendered example, as JSON."""
-    import json
-
-    from .presets import public_preset
-
     preset = _catalog().find(name)
     if preset is None:
         raise click.ClickException(f"no preset {name!r}; `hookgate presets list` shows them")
     click.echo(json.dumps(public_preset(preset), indent=2, ensure_ascii=False))
 
 
-
-def _store_catalog():
+def _store_catalog() -> PresetCatalog:
     """The preset catalog with the store behind it: export and import need HOOKGATE_REDIS_URL."""
     catalog = _catalog()
     if catalog.db is None:
@@ -272,10 +259,6 @@ def _store_catalog():
               help="write the document to this file (default: print it)")
 def export_command(output: str | None) -> None:
     """Policies, auth profiles, user presets and destinations as JSON, without secrets (GET /v1/export)."""
-    import json
-
-    from .exchange import export_document
-
     catalog = _store_catalog()
     text = json.dumps(export_document(catalog.db, catalog), indent=2, ensure_ascii=False)
     if output:
@@ -289,13 +272,8 @@ def export_command(output: str | None) -> None:
 @click.argument("file", type=click.File("r"))
 @click.option("--mode", type=click.Choice(["overwrite", "skip"]), default="overwrite", show_default=True,
               help="what to do with ids this instance already has")
-def import_command(file, mode: str) -> None:
+def import_command(file: TextIO, mode: str) -> None:
     """Import an export (all or nothing) and print the report: what was imported, what needs secrets."""
-    import json
-
-    from .errors import HookgateError
-    from .exchange import import_document
-
     catalog = _store_catalog()
     try:
         document = json.load(file)

@@ -10,8 +10,8 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 __all__ = ["Settings", "parse_duration", "parse_networks"]
 
@@ -78,7 +78,7 @@ class Settings:
     blocked_plugins: tuple[str, ...] = ()
 
     # name of the field → (environment variable, parser)
-    ENV = {
+    ENV: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
         "redis_url": ("HOOKGATE_REDIS_URL", str),
         "data_dir": ("HOOKGATE_DATA_DIR", str),
         "admin_token": ("HOOKGATE_ADMIN_TOKEN", str),

@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -115,19 +115,20 @@ class BlockedDestination(DeliveryError):
     code = "destination_blocked"
 
 
-def _http_error(exc: HTTPException):
+def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "error").lower().replace(" ", "_")
     if exc.code == 413:
         code = "payload_too_large"
     body = {"error": {"code": code, "message": exc.description or exc.name, "details": {}}}
     response = jsonify(body)
     response.status_code = exc.code or 500
-    if exc.code == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    allowed = getattr(exc, "valid_methods", None)  # werkzeug's MethodNotAllowed has it
+    if exc.code == 405 and allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
 
 
-def _hookgate_error(exc: HookgateError):
+def _hookgate_error(exc: HookgateError) -> Response:
     response = jsonify(exc.to_dict())
     response.status_code = exc.status
     if exc.status == 401:
@@ -135,12 +136,12 @@ def _hookgate_error(exc: HookgateError):
     return response
 
 
-def _redis_down(exc: redis.RedisError):
+def _redis_down(exc: redis.RedisError) -> Response:
     log.error("redis error: %s", exc)
     return _hookgate_error(ServiceUnavailable("the store is unavailable; nothing was accepted, retry later"))
 
 
-def _unexpected(exc: Exception):
+def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return _hookgate_error(HookgateError("internal error"))
 

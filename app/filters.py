@@ -74,7 +74,8 @@ def _ordered(op: str) -> Callable[[Any, Any], bool]:
     return check
 
 
-def validate_condition(node: Any, path: str = "conditions", depth: int = 0, count: list[int] | None = None) -> list[str]:
+def validate_condition(node: Any, path: str = "conditions", depth: int = 0,
+                       count: list[int] | None = None) -> list[str]:
     """Every problem with a condition tree, as ``"<where>: <what>"`` strings (empty when valid)."""
     count = count if count is not None else [0]
     count[0] += 1
@@ -86,12 +87,23 @@ def validate_condition(node: Any, path: str = "conditions", depth: int = 0, coun
         return [f"{path}: a condition is an object"]
     for combinator in ("and", "or"):
         if combinator in node:
-            if set(node) != {combinator} or not isinstance(node[combinator], list) or not node[combinator]:
-                return [f"{path}: {combinator!r} takes a non-empty list of conditions, alone"]
-            problems: list[str] = []
-            for index, child in enumerate(node[combinator]):
-                problems += validate_condition(child, f"{path}.{combinator}.{index}", depth + 1, count)
-            return problems
+            return _validate_combination(node, combinator, path, depth, count)
+    return _validate_comparison(node, path)
+
+
+def _validate_combination(node: dict[str, Any], combinator: str, path: str, depth: int,
+                          count: list[int]) -> list[str]:
+    """``{"and": [...]}`` or ``{"or": [...]}``: a non-empty list of conditions, and no other key."""
+    if set(node) != {combinator} or not isinstance(node[combinator], list) or not node[combinator]:
+        return [f"{path}: {combinator!r} takes a non-empty list of conditions, alone"]
+    problems: list[str] = []
+    for index, child in enumerate(node[combinator]):
+        problems += validate_condition(child, f"{path}.{combinator}.{index}", depth + 1, count)
+    return problems
+
+
+def _validate_comparison(node: dict[str, Any], path: str) -> list[str]:
+    """``{"field", "op", "value"}``: a field hookgate can look up, an operator, a value that operator takes."""
     if set(node) - {"field", "op", "value"} or "field" not in node or "op" not in node:
         return [f"{path}: a comparison is {{'field', 'op', 'value'}}"]
     field, op, value = node["field"], node["op"], node.get("value")
@@ -100,23 +112,30 @@ def validate_condition(node: Any, path: str = "conditions", depth: int = 0, coun
         problems.append(f"{path}.field: use {', '.join(TOP_LEVEL)} or a path under {', '.join(ROOTS)}")
     if op not in OPERATORS:
         problems.append(f"{path}.op: one of {', '.join(OPERATORS)}")
-    elif op in ("in", "nin") and not isinstance(value, list):
-        problems.append(f"{path}.value: {op!r} takes a list")
-    elif op == "exists" and not isinstance(value, bool):
-        problems.append(f"{path}.value: 'exists' takes true or false")
-    elif op == "regex":
-        if not isinstance(value, str) or len(value) > MAX_REGEX:
-            problems.append(f"{path}.value: 'regex' takes a pattern of at most {MAX_REGEX} characters")
-        else:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                problems.append(f"{path}.value: not a valid regular expression: {exc}")
-    elif op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
-        problems.append(f"{path}.value: {op!r} compares numbers or strings")
-    elif "value" not in node and op not in ("exists",):
-        problems.append(f"{path}.value: required")
+    else:
+        problems += _value_problems(op, value, "value" in node, f"{path}.value")
     return problems
+
+
+def _value_problems(op: str, value: Any, given: bool, path: str) -> list[str]:
+    """What is wrong with the value of a comparison by ``op`` (one of ``OPERATORS``): at most one problem."""
+    if op in ("in", "nin") and not isinstance(value, list):
+        return [f"{path}: {op!r} takes a list"]
+    if op == "exists" and not isinstance(value, bool):
+        return [f"{path}: 'exists' takes true or false"]
+    if op == "regex":
+        if not isinstance(value, str) or len(value) > MAX_REGEX:
+            return [f"{path}: 'regex' takes a pattern of at most {MAX_REGEX} characters"]
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return [f"{path}: not a valid regular expression: {exc}"]
+        return []
+    if op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        return [f"{path}: {op!r} compares numbers or strings"]
+    if not given and op != "exists":
+        return [f"{path}: required"]
+    return []
 
 
 def compile_condition(node: dict[str, Any]) -> Predicate:
@@ -127,7 +146,12 @@ def compile_condition(node: dict[str, Any]) -> Predicate:
     if "or" in node:
         parts = [compile_condition(child) for child in node["or"]]
         return lambda event: any(part(event) for part in parts)
-    field, op, expected = node["field"], node["op"], node.get("value")
+    return _compile_comparison(node["field"], node["op"], node.get("value"))
+
+
+def _compile_comparison(field: str, op: str, expected: Any) -> Predicate:
+    """One validated comparison → its predicate. A missing field makes it false, but for ``exists: false``
+    (``eq`` needs no check: ``MISSING`` equals no JSON value)."""
     if op == "exists":
         return lambda event: (lookup(event, field) is not MISSING) == expected
     if op == "eq":
@@ -145,14 +169,17 @@ def compile_condition(node: dict[str, Any]) -> Predicate:
     return lambda event: (actual := lookup(event, field)) is not MISSING and check(actual, expected)
 
 
+def _field_in(key: str, wanted: frozenset[Any]) -> Predicate:
+    return lambda event: event.get(key) in wanted
+
+
 def subscription_matcher(destination: dict[str, Any]) -> Predicate | None:
     """The filters of a destination other than event names, as one predicate (None: no filters)."""
     checks: list[Predicate] = []
     for field, key in (("categories", "category"), ("channels", "channel"), ("sources", "source")):
         allowed = destination.get(field)
         if allowed:
-            wanted = frozenset(allowed)
-            checks.append(lambda event, key=key, wanted=wanted: event.get(key) in wanted)
+            checks.append(_field_in(key, frozenset(allowed)))
     excluded = destination.get("exclude_origins")
     if excluded:
         refused = frozenset(excluded)

@@ -86,7 +86,7 @@ def resolve(host: str, port: int, allowed: tuple) -> str:
             raise ConnectionError(f"cannot resolve {host!r}: {exc}") from None
         if not infos:
             raise ConnectionError(f"cannot resolve {host!r}")
-        address = infos[0][4][0]
+        address = str(infos[0][4][0])  # an IPv4 or IPv6 sockaddr: (host, port, ...)
         with _cache_lock:
             if len(_cache) > 4096:
                 _cache.clear()

@@ -7,7 +7,7 @@ Security rules kept here:
   be made to send its client secret to an arbitrary host. ``token_endpoint_allowed`` checks it; the
   outbound path enforces it before any token request.
 - **SSRF.** The token request goes through the same guarded adapters as deliveries
-  (``hookgate.delivery.http._GuardedAdapter``): the host is resolved once, checked against the allowed
+  (``hookgate.delivery.http.GuardedAdapter``): the host is resolved once, checked against the allowed
   networks and the connection pinned to that address. Redirects are not followed; proxies and
   ``.netrc`` from the environment are ignored; the token endpoint must be HTTPS (oauthlib's rule).
 - **Secrets.** The cached token is encrypted with the ``SecretBox``; the client secret travels as
@@ -34,10 +34,11 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session
 
+from .delivery.http import GuardedAdapter
 from .errors import DeliveryError
 from .store import keys
 
-__all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed", 
+__all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed",
            "valid_domain"]
 
 # requests-oauthlib and oauthlib log request bodies and tokens at DEBUG: keep them quiet whatever
@@ -80,12 +81,10 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 def _session(allowed_networks: tuple, client: BackendApplicationClient,
              scope: list[str] | None) -> OAuth2Session:
-    from .delivery.http import _GuardedAdapter
-
     session = OAuth2Session(client=client, scope=scope)
     session.trust_env = False
     for scheme, https in (("http://", False), ("https://", True)):
-        session.mount(scheme, _GuardedAdapter(allowed_networks, https, pool_connections=1, pool_maxsize=1))
+        session.mount(scheme, GuardedAdapter(allowed_networks, https, pool_connections=1, pool_maxsize=1))
     return session
 
 

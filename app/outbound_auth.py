@@ -40,6 +40,7 @@ import requests
 
 from . import oauth
 from .auth_profiles import check_certificate_pair, covers, reveal, secret_values
+from .delivery.http import USER_AGENT, Sender
 from .errors import BlockedDestination, DeliveryError
 from .secrets import SecretBox
 from .signatures import sign_hmac, sign_standard
@@ -108,44 +109,68 @@ def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, meth
     cert: tuple[str, str] | None = None
     token: str | None = None
     target = url
-    if kind == "basic":
-        pair = f"{plain['username']}:{plain['password']}".encode()  # RFC 7617: UTF-8
-        _set(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
-    elif kind == "bearer":
-        _set(headers, "Authorization", "Bearer " + plain["token"])
-    elif kind == "headers":
-        for item in plain["headers"]:
-            _set(headers, item["name"], item["value"])
+    if kind in ("basic", "bearer", "headers"):
+        _set_credential_headers(kind, plain, headers)
     elif kind == "url":
         target = _with_credentials(url, plain.get("username"), plain.get("password"), plain.get("query"))
     elif kind in ("signed_payload", "standard_webhooks"):
-        if not plain["signing_secrets"]:
-            raise DeliveryError(f"auth profile {ident} has no valid signing secret", {"auth_profile": ident})
-        stamp, data = int(time.time()), body or b""
-        if kind == "signed_payload":
-            signature = sign_hmac(plain["signing_secrets"][0], stamp, data)
-            _set(headers, plain["signature_header"], "sha256=" + signature)
-            _set(headers, plain["timestamp_header"], str(stamp))
-        else:
-            _set(headers, "webhook-id", event_id)
-            _set(headers, "webhook-timestamp", str(stamp))
-            _set(headers, "webhook-signature",
-                 " ".join(sign_standard(s, event_id, stamp, data) for s in plain["signing_secrets"]))
+        _sign(ident, kind, plain, headers, body or b"", event_id)
     elif kind == "oauth2_client_credentials":
-        if not oauth.token_endpoint_allowed(plain, url):
-            raise DeliveryError(f"auth profile {ident}: the token endpoint must share the webhook URL's "
-                                "scheme, host and port, or its host must be in allowed_domains",
-                                {"auth_profile": ident})
-        token = oauth.get_token(plain, db, box, allowed_networks=allowed_networks, verify=verify,
-                                timeout=timeout)
+        token = _oauth_token(ident, plain, box, db, url=url, allowed_networks=allowed_networks, verify=verify,
+                             timeout=timeout)
         _set(headers, "Authorization", "Bearer " + token)
     elif kind == "mtls":
-        name = fingerprint(plain["id"], plain["certificate"], plain["private_key"])
-        _check_validity(ident, name, plain["certificate"], plain["private_key"])
-        cert = _file(name + ".crt", plain["certificate"]), _file(name + ".key", plain["private_key"])
+        cert = _client_certificate(ident, plain)
     else:
         raise DeliveryError(f"auth profile {ident} has an unknown type {kind!r}", {"auth_profile": ident})
     return Prepared(target, headers, cert, verify, safe_url=url, oauth_token=token)
+
+
+def _set_credential_headers(kind: str, plain: dict[str, Any], headers: dict[str, str]) -> None:
+    """``basic`` (RFC 7617: the pair in UTF-8), ``bearer``, or ``headers`` (the profile's own)."""
+    if kind == "basic":
+        pair = f"{plain['username']}:{plain['password']}".encode()
+        _set(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
+    elif kind == "bearer":
+        _set(headers, "Authorization", "Bearer " + plain["token"])
+    else:
+        for item in plain["headers"]:
+            _set(headers, item["name"], item["value"])
+
+
+def _sign(ident: str, kind: str, plain: dict[str, Any], headers: dict[str, str], body: bytes,
+          event_id: str) -> None:
+    """``signed_payload`` (HMAC with the newest secret) or ``standard_webhooks`` (one signature per
+    secret, so a receiver part-way through a rotation accepts either)."""
+    if not plain["signing_secrets"]:
+        raise DeliveryError(f"auth profile {ident} has no valid signing secret", {"auth_profile": ident})
+    stamp = int(time.time())
+    if kind == "signed_payload":
+        signature = sign_hmac(plain["signing_secrets"][0], stamp, body)
+        _set(headers, plain["signature_header"], "sha256=" + signature)
+        _set(headers, plain["timestamp_header"], str(stamp))
+    else:
+        _set(headers, "webhook-id", event_id)
+        _set(headers, "webhook-timestamp", str(stamp))
+        _set(headers, "webhook-signature",
+             " ".join(sign_standard(s, event_id, stamp, body) for s in plain["signing_secrets"]))
+
+
+def _oauth_token(ident: str, plain: dict[str, Any], box: SecretBox, db: redis.Redis, *, url: str,
+                 allowed_networks: tuple, verify: bool | str, timeout: float) -> str:
+    """An OAuth 2.0 access token (cached in the store), from a token endpoint this URL may use."""
+    if not oauth.token_endpoint_allowed(plain, url):
+        raise DeliveryError(f"auth profile {ident}: the token endpoint must share the webhook URL's "
+                            "scheme, host and port, or its host must be in allowed_domains",
+                            {"auth_profile": ident})
+    return oauth.get_token(plain, db, box, allowed_networks=allowed_networks, verify=verify, timeout=timeout)
+
+
+def _client_certificate(ident: str, plain: dict[str, Any]) -> tuple[str, str]:
+    """The mTLS pair as files for requests' ``cert=``, once it is checked valid now."""
+    name = fingerprint(plain["id"], plain["certificate"], plain["private_key"])
+    _check_validity(ident, name, plain["certificate"], plain["private_key"])
+    return _file(name + ".crt", plain["certificate"]), _file(name + ".key", plain["private_key"])
 
 
 _windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}  # material hash → validity (parsed once)
@@ -228,8 +253,6 @@ def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: s
           allowed_networks: tuple, timeout: float = 10.0) -> dict[str, Any]:
     """Call ``endpoint_prefix + path`` with the profile's credentials and an empty body.
     ``ok`` only on HTTP 200; ``response`` is the first 2 KB; ``error`` says why not."""
-    from .delivery.http import USER_AGENT, Sender
-
     url = profile["endpoint_prefix"].rstrip("/") + "/" + path.lstrip("/")
     sender = Sender(allowed_networks, pool_size=1)
     hidden: list[str] = []

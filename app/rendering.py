@@ -19,7 +19,8 @@ from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import defusedxml.ElementTree as safe_xml
-from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .errors import TemplateError
@@ -72,7 +73,8 @@ _XTREMEPUSH_JSON = """{
 DEFAULT_TEMPLATES = {
     ("canonical", "json"): "{{ event | tojson }}",
     ("canonical", "xml"): "{{ event | toxml(xml_root) }}",
-    ("canonical", "text"): "{{ event.name }} ({{ event.category }}) user={{ event.user_id }} data={{ event.data | tojson }}",
+    ("canonical", "text"): ("{{ event.name }} ({{ event.category }}) user={{ event.user_id }} "
+                            "data={{ event.data | tojson }}"),
     ("canonical", "form"): "{{ event | flatten | tojson }}",
     ("webengage", "json"): _WEBENGAGE_JSON,
     ("xtremepush", "json"): _XTREMEPUSH_JSON,
@@ -179,15 +181,15 @@ def _bounded_range(*args: int) -> Iterator[int]:
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with a deadline checked on every call and attribute lookup."""
 
-    def call(self, context, obj, *args, **kwargs):  # type: ignore[override]
+    def call(self, context: Context, obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_deadline()
         return super().call(context, obj, *args, **kwargs)
 
-    def getattr(self, obj, attribute):  # type: ignore[override]
+    def getattr(self, obj: Any, attribute: str) -> Any:
         _check_deadline()
         return super().getattr(obj, attribute)
 
-    def unsafe_undefined(self, obj, attribute):  # type: ignore[override]
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # Jinja's default is an Undefined that ChainableUndefined would render as "": say it instead.
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} is not allowed")
 
@@ -234,7 +236,7 @@ def validate_template(source: str, field: str = "template") -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def compile_template(source: str, fmt: str = "text"):
+def compile_template(source: str, fmt: str = "text") -> Template:
     return (JSON_ENV if fmt == "json" else ENV).from_string(source)
 
 
@@ -304,31 +306,48 @@ def render_delivery(destination: dict[str, Any], event: dict[str, Any], *, max_b
 def _encode(text: str, fmt: str, extra: dict[str, Any] | None = None) -> bytes:
     """Check the output against its format, and add the destination's extra properties."""
     if fmt == "json":
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise RenderError(f"rendered body is not valid JSON: {exc}") from None
-        if extra and isinstance(body, dict):
-            return json.dumps({**body, **extra}, ensure_ascii=False).encode()
-    elif fmt == "xml":
-        try:
-            root = safe_xml.fromstring(text)
-        except Exception as exc:
-            raise RenderError(f"rendered body is not well-formed XML: {exc}") from None
-        if extra:
-            added = "".join(_toxml(value, key) for key, value in extra.items())
-            closing = f"</{root.tag}>"
-            if text.rstrip().endswith(closing):
-                text = text.rstrip()[: -len(closing)] + added + closing
-    elif fmt == "form":
-        try:
-            fields = json.loads(text)
-        except ValueError as exc:
-            raise RenderError(f"a form template must render a JSON object: {exc}") from None
-        if not isinstance(fields, dict):
-            raise RenderError("a form template must render a JSON object")
-        fields.update(extra or {})
-        pairs = [(k, "" if v is None else json.dumps(v) if isinstance(v, (dict, list, bool)) else v)
-                 for k, v in fields.items()]
-        return urllib.parse.urlencode(pairs, doseq=False).encode()
+        return _encode_json(text, extra)
+    if fmt == "xml":
+        return _encode_xml(text, extra)
+    if fmt == "form":
+        return _encode_form(text, extra)
     return text.encode()
+
+
+def _encode_json(text: str, extra: dict[str, Any] | None) -> bytes:
+    """Valid JSON; extra properties are merged into an object (any other JSON is sent as rendered)."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise RenderError(f"rendered body is not valid JSON: {exc}") from None
+    if extra and isinstance(body, dict):
+        return json.dumps({**body, **extra}, ensure_ascii=False).encode()
+    return text.encode()
+
+
+def _encode_xml(text: str, extra: dict[str, Any] | None) -> bytes:
+    """Well-formed XML; extra properties become elements before the root's closing tag."""
+    try:
+        root = safe_xml.fromstring(text)
+    except Exception as exc:
+        raise RenderError(f"rendered body is not well-formed XML: {exc}") from None
+    if extra:
+        added = "".join(_toxml(value, key) for key, value in extra.items())
+        closing = f"</{root.tag}>"
+        if text.rstrip().endswith(closing):
+            text = text.rstrip()[: -len(closing)] + added + closing
+    return text.encode()
+
+
+def _encode_form(text: str, extra: dict[str, Any] | None) -> bytes:
+    """A JSON object, URL-encoded with the extra properties; nested values and booleans as JSON."""
+    try:
+        fields = json.loads(text)
+    except ValueError as exc:
+        raise RenderError(f"a form template must render a JSON object: {exc}") from None
+    if not isinstance(fields, dict):
+        raise RenderError("a form template must render a JSON object")
+    fields.update(extra or {})
+    pairs = [(k, "" if v is None else json.dumps(v) if isinstance(v, (dict, list, bool)) else v)
+             for k, v in fields.items()]
+    return urllib.parse.urlencode(pairs, doseq=False).encode()

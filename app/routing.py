@@ -101,7 +101,7 @@ class Router:
     def __init__(self, db: redis.Redis):
         self.db = db
         self._lock = threading.Lock()
-        self._version: str | None = None
+        self._version: bytes | str | None = None
         self._index = RoutingIndex(())
         self._sources: dict[str, dict[str, Any]] = {}
 

@@ -14,60 +14,61 @@ from rq import Queue
 
 from . import store
 from .config import Settings
+from .delivery.http import Sender
+from .plugins import Plugins, load
+from .presets import PresetCatalog
+from .routing import Router
+from .secrets import SecretBox
 
 __all__ = ["Runtime", "current", "install"]
 
 
 class Runtime:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
             raise RuntimeError(
                 "HOOKGATE_REDIS_URL is not set: point it at Redis/Valkey, or run `hookgate up`, "
                 "which starts an embedded server"
             )
         self.settings = settings
+        self.redis_url: str = settings.redis_url
 
     @cached_property
     def db(self) -> redis.Redis:
-        return store.connect(self.settings.redis_url)
+        return store.connect(self.redis_url)
 
     @cached_property
     def rq_connection(self) -> redis.Redis:
-        return store.connect_rq(self.settings.redis_url)
+        return store.connect_rq(self.redis_url)
 
     @cached_property
     def queue(self) -> Queue:
         return Queue(self.settings.queue_name, connection=self.rq_connection)
 
     @cached_property
-    def secrets(self):
-        from .secrets import SecretBox
-
+    def secrets(self) -> SecretBox:
         return SecretBox(self.settings.secret_key)
 
     @cached_property
-    def router(self):
-        from .routing import Router
-
+    def router(self) -> Router:
         return Router(self.db)
 
     @cached_property
-    def plugins(self):
+    def plugins(self) -> Plugins:
         """Loaded when the runtime is built (``create_app``, a worker): a misspelt hook stops start-up."""
-        from .plugins import load
-
         return load(self.settings.blocked_plugins)
 
-    @property
-    def presets(self):
-        from .presets import PresetCatalog
+    def load_plugins(self) -> Plugins:
+        """Load the plugins now rather than at first use: a misspelt hook or a clashing preset stops
+        start-up (the web app, a worker) before any request or job is taken."""
+        return self.plugins
 
+    @property
+    def presets(self) -> PresetCatalog:
         return PresetCatalog(self.db, self.plugins.presets)
 
     @cached_property
-    def sender(self):
-        from .delivery.http import Sender
-
+    def sender(self) -> Sender:
         return Sender(self.settings.allowed_networks)
 
 

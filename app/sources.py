@@ -81,7 +81,7 @@ class SourceStore:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})
         return json.loads(raw)
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.db.hvals(keys.sources)), key=lambda s: s["id"])
 
     def delete(self, source_id: str) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from flask import Flask
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]  # gunicorn ships no types
 
 from .factory import create_app
 
 __all__ = ["gunicorn_options", "WebServer"]
 
 
-def gunicorn_options(environ=os.environ) -> dict[str, Any]:
+def gunicorn_options(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     return {
         "bind": environ.get("HOOKGATE_BIND", "127.0.0.1:8000"),
         "workers": int(environ.get("HOOKGATE_WEB_WORKERS", 2 * multiprocessing.cpu_count() + 1)),
@@ -41,5 +43,5 @@ class WebServer(BaseApplication):
             if value is not None and key in self.cfg.settings:
                 self.cfg.set(key, value)
 
-    def load(self):
+    def load(self) -> Flask:
         return create_app()

@@ -30,6 +30,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from jinja2 import Undefined
@@ -72,7 +73,29 @@ _COUNTRY_NAMES = {"usa": "us", "unitedstates": "us", "unitedstatesofamerica": "u
 
 # Country calling codes (ISO 3166-1 alpha-2 → ITU E.164 code): a phone number written without its
 # country code gets the one of the customer's country.
-_CALLING_CODES = dict(pair.split(":") for pair in ["af:93", "al:355", "dz:213", "as:1", "ad:376", "ao:244", "ai:1", "ag:1", "ar:54", "am:374", "aw:297", "au:61", "at:43", "az:994", "bs:1", "bh:973", "bd:880", "bb:1", "by:375", "be:32", "bz:501", "bj:229", "bm:1", "bt:975", "bo:591", "ba:387", "bw:267", "br:55", "bn:673", "bg:359", "bf:226", "bi:257", "kh:855", "cm:237", "ca:1", "cv:238", "ky:1", "cf:236", "td:235", "cl:56", "cn:86", "co:57", "km:269", "cg:242", "cd:243", "ck:682", "cr:506", "ci:225", "hr:385", "cu:53", "cw:599", "cy:357", "cz:420", "dk:45", "dj:253", "dm:1", "do:1", "ec:593", "eg:20", "sv:503", "gq:240", "er:291", "ee:372", "sz:268", "et:251", "fo:298", "fj:679", "fi:358", "fr:33", "gf:594", "pf:689", "ga:241", "gm:220", "ge:995", "de:49", "gh:233", "gi:350", "gr:30", "gl:299", "gd:1", "gp:590", "gu:1", "gt:502", "gn:224", "gw:245", "gy:592", "ht:509", "hn:504", "hk:852", "hu:36", "is:354", "in:91", "id:62", "ir:98", "iq:964", "ie:353", "il:972", "it:39", "jm:1", "jp:81", "jo:962", "kz:7", "ke:254", "ki:686", "kp:850", "kr:82", "kw:965", "kg:996", "la:856", "lv:371", "lb:961", "ls:266", "lr:231", "ly:218", "li:423", "lt:370", "lu:352", "mo:853", "mg:261", "mw:265", "my:60", "mv:960", "ml:223", "mt:356", "mh:692", "mq:596", "mr:222", "mu:230", "yt:262", "mx:52", "fm:691", "md:373", "mc:377", "mn:976", "me:382", "ms:1", "ma:212", "mz:258", "mm:95", "na:264", "nr:674", "np:977", "nl:31", "nc:687", "nz:64", "ni:505", "ne:227", "ng:234", "mk:389", "mp:1", "no:47", "om:968", "pk:92", "pw:680", "ps:970", "pa:507", "pg:675", "py:595", "pe:51", "ph:63", "pl:48", "pt:351", "pr:1", "qa:974", "re:262", "ro:40", "ru:7", "rw:250", "kn:1", "lc:1", "vc:1", "ws:685", "sm:378", "st:239", "sa:966", "sn:221", "rs:381", "sc:248", "sl:232", "sg:65", "sx:1", "sk:421", "si:386", "sb:677", "so:252", "za:27", "ss:211", "es:34", "lk:94", "sd:249", "sr:597", "se:46", "ch:41", "sy:963", "tw:886", "tj:992", "tz:255", "th:66", "tl:670", "tg:228", "to:676", "tt:1", "tn:216", "tr:90", "tm:993", "tc:1", "tv:688", "ug:256", "ua:380", "ae:971", "gb:44", "us:1", "uy:598", "uz:998", "vu:678", "va:39", "ve:58", "vn:84", "vg:1", "vi:1", "ye:967", "zm:260", "zw:263", "xk:383", "im:44", "je:44", "gg:44", "bq:599", "mf:590", "bl:590", "pm:508", "wf:681", "nu:683", "tk:690", "fk:500", "sh:290", "ax:358", "sj:47", "cx:61", "cc:61", "nf:672", "io:246", "eh:212"])
+_CALLING_CODES = dict(pair.split(":") for pair in [
+    "af:93", "al:355", "dz:213", "as:1", "ad:376", "ao:244", "ai:1", "ag:1", "ar:54", "am:374", "aw:297", "au:61",
+    "at:43", "az:994", "bs:1", "bh:973", "bd:880", "bb:1", "by:375", "be:32", "bz:501", "bj:229", "bm:1", "bt:975",
+    "bo:591", "ba:387", "bw:267", "br:55", "bn:673", "bg:359", "bf:226", "bi:257", "kh:855", "cm:237", "ca:1",
+    "cv:238", "ky:1", "cf:236", "td:235", "cl:56", "cn:86", "co:57", "km:269", "cg:242", "cd:243", "ck:682", "cr:506",
+    "ci:225", "hr:385", "cu:53", "cw:599", "cy:357", "cz:420", "dk:45", "dj:253", "dm:1", "do:1", "ec:593", "eg:20",
+    "sv:503", "gq:240", "er:291", "ee:372", "sz:268", "et:251", "fo:298", "fj:679", "fi:358", "fr:33", "gf:594",
+    "pf:689", "ga:241", "gm:220", "ge:995", "de:49", "gh:233", "gi:350", "gr:30", "gl:299", "gd:1", "gp:590", "gu:1",
+    "gt:502", "gn:224", "gw:245", "gy:592", "ht:509", "hn:504", "hk:852", "hu:36", "is:354", "in:91", "id:62",
+    "ir:98", "iq:964", "ie:353", "il:972", "it:39", "jm:1", "jp:81", "jo:962", "kz:7", "ke:254", "ki:686", "kp:850",
+    "kr:82", "kw:965", "kg:996", "la:856", "lv:371", "lb:961", "ls:266", "lr:231", "ly:218", "li:423", "lt:370",
+    "lu:352", "mo:853", "mg:261", "mw:265", "my:60", "mv:960", "ml:223", "mt:356", "mh:692", "mq:596", "mr:222",
+    "mu:230", "yt:262", "mx:52", "fm:691", "md:373", "mc:377", "mn:976", "me:382", "ms:1", "ma:212", "mz:258",
+    "mm:95", "na:264", "nr:674", "np:977", "nl:31", "nc:687", "nz:64", "ni:505", "ne:227", "ng:234", "mk:389", "mp:1",
+    "no:47", "om:968", "pk:92", "pw:680", "ps:970", "pa:507", "pg:675", "py:595", "pe:51", "ph:63", "pl:48", "pt:351",
+    "pr:1", "qa:974", "re:262", "ro:40", "ru:7", "rw:250", "kn:1", "lc:1", "vc:1", "ws:685", "sm:378", "st:239",
+    "sa:966", "sn:221", "rs:381", "sc:248", "sl:232", "sg:65", "sx:1", "sk:421", "si:386", "sb:677", "so:252",
+    "za:27", "ss:211", "es:34", "lk:94", "sd:249", "sr:597", "se:46", "ch:41", "sy:963", "tw:886", "tj:992", "tz:255",
+    "th:66", "tl:670", "tg:228", "to:676", "tt:1", "tn:216", "tr:90", "tm:993", "tc:1", "tv:688", "ug:256", "ua:380",
+    "ae:971", "gb:44", "us:1", "uy:598", "uz:998", "vu:678", "va:39", "ve:58", "vn:84", "vg:1", "vi:1", "ye:967",
+    "zm:260", "zw:263", "xk:383", "im:44", "je:44", "gg:44", "bq:599", "mf:590", "bl:590", "pm:508", "wf:681",
+    "nu:683", "tk:690", "fk:500", "sh:290", "ax:358", "sj:47", "cx:61", "cc:61", "nf:672", "io:246", "eh:212"
+])
 # Where the leading 0 of a national number is part of the number (Italy's landlines: +39 06 ...).
 _ZERO_KEPT = frozenset({"it", "va", "sm"})
 
@@ -160,33 +183,40 @@ def meta_normalize(value: Any, kind: str, country: Any = None) -> str | None:
         return text
     if kind not in HASHED_KINDS:
         raise ValueError(f"meta: no customer information parameter {kind!r}")
+    normalise = _NORMALISERS.get(kind)
     text = text.lower()
-    if kind == "em":
-        return text if _EMAIL.fullmatch(text) else None
-    if kind == "ph":
-        return _phone(text, country)
-    if kind in ("fn", "ln"):
-        return _name(text) or None
-    if kind == "ge":
-        return {"f": "f", "female": "f", "m": "m", "male": "m"}.get(_letters(text))
-    if kind == "db":
-        return _birthdate(text)
-    if kind == "ct":
-        return _letters(text) or None
-    if kind == "st":
-        state = _letters(text)
-        return _US_STATES.get(state, state) or None
-    if kind == "zp":
-        zip_code = re.sub(r"[\s\-]", "", text)
-        place = _country(str(_text(country) or ""))
-        if place in (None, "us") and re.fullmatch(r"[0-9]{9}", zip_code):
-            return zip_code[:5]  # ZIP+4
-        if place == "us" and re.match(r"[0-9]{5}", zip_code):
-            return zip_code[:5]
-        return zip_code or None
-    if kind == "country":
-        return _country(text)
-    return text  # external_id: trimmed and lowercased, as Meta's SDKs do
+    return normalise(text, country) if normalise else text  # external_id: trimmed and lowercased, as Meta's SDKs do
+
+
+def _state(text: str, country: Any) -> str | None:
+    state = _letters(text)
+    return _US_STATES.get(state, state) or None
+
+
+def _zip(text: str, country: Any) -> str | None:
+    """No spaces or dashes; a US zip code (``country`` US, or none given and ZIP+4) as its first 5 digits."""
+    zip_code = re.sub(r"[\s\-]", "", text)
+    place = _country(str(_text(country) or ""))
+    if place in (None, "us") and re.fullmatch(r"[0-9]{9}", zip_code):
+        return zip_code[:5]  # ZIP+4
+    if place == "us" and re.match(r"[0-9]{5}", zip_code):
+        return zip_code[:5]
+    return zip_code or None
+
+
+# kind → (lowercased text, the customer's country) → the normalised value, or None if it has nothing usable
+_NORMALISERS: dict[str, Callable[[str, Any], str | None]] = {
+    "em": lambda text, country: text if _EMAIL.fullmatch(text) else None,
+    "ph": _phone,
+    "fn": lambda text, country: _name(text) or None,
+    "ln": lambda text, country: _name(text) or None,
+    "ge": lambda text, country: {"f": "f", "female": "f", "m": "m", "male": "m"}.get(_letters(text)),
+    "db": lambda text, country: _birthdate(text),
+    "ct": lambda text, country: _letters(text) or None,
+    "st": _state,
+    "zp": _zip,
+    "country": lambda text, country: _country(text),
+}
 
 
 def _sha256(text: str) -> str:
@@ -459,6 +489,17 @@ def _usage_wait_s(headers: dict[str, str]) -> float | None:
     return min(max(minutes) * 60.0, MAX_WAIT_S) if minutes and max(minutes) > 0 else None
 
 
+def _graph_reason(error: dict[str, Any]) -> str:
+    """A Graph API error in one line (at most 1,000 characters): code/subcode, message, details, and
+    the trace id Meta's support asks for."""
+    subcode = _code(error.get("error_subcode"))
+    detail = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
+    reason = f"meta: code {error.get('code')}" + (f"/{subcode}" if subcode else "") + \
+        f": {error.get('message') or 'no message'}" + (f" ({detail})" if detail else "") + \
+        (f" [{error.get('type')}, fbtrace_id {error.get('fbtrace_id')}]" if error.get("fbtrace_id") else "")
+    return reason[:1000]
+
+
 def graph_verdict(name: str, response: Any) -> Verdict | None:
     """A Graph API error body read per ``name``'s codes; None when the body is no Graph error."""
     if response.status_code is None:
@@ -467,13 +508,9 @@ def graph_verdict(name: str, response: Any) -> Verdict | None:
     error = answer.get("error") if isinstance(answer, dict) else None
     if not isinstance(error, dict):
         return None
-    code, subcode = _code(error.get("code")), _code(error.get("error_subcode"))
+    code = _code(error.get("code"))
     status = response.status_code
-    detail = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
-    reason = f"meta: code {error.get('code')}" + (f"/{subcode}" if subcode else "") + \
-        f": {error.get('message') or 'no message'}" + (f" ({detail})" if detail else "") + \
-        (f" [{error.get('type')}, fbtrace_id {error.get('fbtrace_id')}]" if error.get("fbtrace_id") else "")
-    reason = reason[:1000]
+    reason = _graph_reason(error)
     if code in RETRIED[name] or error.get("is_transient") is True:
         return Verdict("bounced", reason, retry_after_s=_usage_wait_s(response.headers or {}))
     if code in FINAL[name]:

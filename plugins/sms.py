@@ -234,7 +234,8 @@ def classify_twilio(response: Any) -> Verdict | None:
     if 200 <= status < 300:
         error_code = answer.get("error_code")
         if error_code not in (None, "", 0) or answer.get("status") in ("failed", "undelivered"):
-            return Verdict("error", reason=_short(f"twilio {error_code}: {answer.get('error_message') or answer.get('status')}"))
+            detail = answer.get("error_message") or answer.get("status")
+            return Verdict("error", reason=_short(f"twilio {error_code}: {detail}"))
         return None
     code = _int(answer.get("code"))
     message = answer.get("message")
@@ -265,15 +266,12 @@ def classify_cm(response: Any, references: list[str]) -> Verdict | None:
         return None
     answer = _json_object(response)
     if status >= 500:
-        if answer is not None and answer.get("details"):
-            return Verdict("bounced", reason=_short(f"cm {answer.get('errorCode')}: {answer['details']}"))
-        return None
+        return _cm_server_error(answer)
     if answer is None:
         return None  # not CM's JSON: hookgate's rule by status code
     error_code = _int(answer.get("errorCode"))
     details = answer.get("details") or CM_REQUEST_ERRORS.get(error_code or 0, "")
-    messages = [m for m in answer.get("messages") or [] if isinstance(m, dict)] \
-        if isinstance(answer.get("messages"), list) else []
+    messages = _cm_messages(answer)
     if messages and error_code not in CM_REQUEST_ERRORS:
         return Verdict("error", reason="cm: the answer has no outcome for this message",
                        items=_cm_items(messages, references))
@@ -283,6 +281,19 @@ def classify_cm(response: Any, references: list[str]) -> Verdict | None:
         return Verdict("error", reason=_short(f"cm {error_code}: {details}" if error_code is not None
                                               else f"cm: HTTP {status}"))
     return None
+
+
+def _cm_server_error(answer: dict[str, Any] | None) -> Verdict | None:
+    """A 5xx: retried with CM's reason when its JSON gives one, else hookgate's rule by status code."""
+    if answer is not None and answer.get("details"):
+        return Verdict("bounced", reason=_short(f"cm {answer.get('errorCode')}: {answer['details']}"))
+    return None
+
+
+def _cm_messages(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-message answers (objects only; none unless ``messages`` is a list)."""
+    messages = answer.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
 
 def _cm_items(messages: list[dict[str, Any]], references: list[str]) -> dict[str, Verdict]:
@@ -298,9 +309,9 @@ def _cm_items(messages: list[dict[str, Any]], references: list[str]) -> dict[str
         if reference in (None, ""):
             unreferenced.append((position, message))
             continue
-        event_id = by_reference.get(str(reference))
-        if event_id is not None and event_id not in items:
-            items[event_id] = _cm_message_verdict(message)
+        matched = by_reference.get(str(reference))
+        if matched is not None and matched not in items:
+            items[matched] = _cm_message_verdict(message)
     for position, message in unreferenced:
         if position < len(references) and references[position] not in items:
             items[references[position]] = _cm_message_verdict(message)
@@ -319,6 +330,12 @@ def classify_vonage(response: Any) -> Verdict | None:
     failed = [m for m in parts if str(m.get("status", "")).strip() != "0"]
     if not failed:
         return None
+    return _vonage_failure(parts, failed)
+
+
+def _vonage_failure(parts: list[dict[str, Any]], failed: list[dict[str, Any]]) -> Verdict:
+    """Some part was not sent: the first failure's reason; retried only if no part was sent and every
+    failure is one Vonage says to retry."""
     first = failed[0]
     code = str(first.get("status", "")).strip() or "?"
     reason = _short(f"vonage {code}: {first.get('error-text') or 'no error-text'}")

@@ -38,7 +38,10 @@ _STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\r\n]*')
 _SUBSCRIPTION = re.compile(r"opt[_\-\s.]?(in|out)|subscription|preference|consent", re.IGNORECASE)
 # Words naming what happened to a message: send, delivery, open, click, bounce, unsubscribe, failure…
 MESSAGE_ACTIONS = frozenset(
-    ["send", "sent", "delivery", "delivered", "deliver", "open", "opened", "click", "clicked", "bounce", "bounced", "hard_bounce", "soft_bounce", "unsubscribe", "unsubscribed", "failure", "failed", "fail", "error", "errors", "impression", "view", "viewed", "read", "accepted", "rejected", "dismissed", "close", "closed", "complaint", "complained", "spam", "dropped", "deferred", "queued", "received", "shown", "reply", "replied", "undelivered"]
+    ["send", "sent", "delivery", "delivered", "deliver", "open", "opened", "click", "clicked", "bounce", "bounced",
+     "hard_bounce", "soft_bounce", "unsubscribe", "unsubscribed", "failure", "failed", "fail", "error", "errors",
+     "impression", "view", "viewed", "read", "accepted", "rejected", "dismissed", "close", "closed", "complaint",
+     "complained", "spam", "dropped", "deferred", "queued", "received", "shown", "reply", "replied", "undelivered"]
 )
 
 _CHANNELS = {

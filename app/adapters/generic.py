@@ -18,7 +18,8 @@ _schema = EventSchema()
 def parse(payload: Any) -> list[dict[str, Any]]:
     items = payload if isinstance(payload, list) else [payload]
     check_count(items)
-    events, errors = [], {}
+    events: list[dict[str, Any]] = []
+    errors: dict[str, Any] = {}  # index → marshmallow's messages for that event
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             errors[str(index)] = {"_schema": ["An event is a JSON object."]}

@@ -149,7 +149,7 @@ def _kind(data: dict[str, Any], hint: str | None) -> str:
 def _resource(data: dict[str, Any], hint: str | None = None) -> dict[str, Any]:
     kind = _kind(data, hint)
     own_id = text(data, "id")
-    activity = data.get("activity") if isinstance(data.get("activity"), dict) else {}
+    activity = data["activity"] if isinstance(data.get("activity"), dict) else {}
     moment = next((data[k] for k in ("creationTime", "time", "timestamp") if data.get(k) is not None), None)
     survey = kind == "survey_response"
     key, label_key = ("questionResponses", "questionText") if survey else ("fields", "label")
@@ -186,15 +186,21 @@ def _answers(entries: Any, label_key: str, field: str) -> tuple[dict[str, Any], 
     for entry in entries or []:
         if not isinstance(entry, dict):
             continue
-        value = entry.get("value")
-        plain = value
-        if isinstance(value, dict):
-            plain = next((value[k] for k in ("text", "values") if k in value), {
-                k: v for k, v in value.items() if k != "@class"
-            })
-            if value.get("@class") in ("name", "email", "phone", "mobile") and isinstance(plain, str):
-                profile[value["@class"]] = plain
+        plain = _answer_value(entry.get("value"), profile)
         label = entry.get(label_key) or entry.get("questionId") or entry.get("id")
         if isinstance(label, str):
             answers[label] = plain
     return answers, profile
+
+
+def _answer_value(value: Any, profile: dict[str, Any]) -> Any:
+    """An answer's value as plain data: its ``text`` or ``values``, else the value without its
+    ``@class``. A text classed as a name, email, phone or mobile goes into ``profile`` too."""
+    if not isinstance(value, dict):
+        return value
+    plain = next((value[k] for k in ("text", "values") if k in value), {
+        k: v for k, v in value.items() if k != "@class"
+    })
+    if value.get("@class") in ("name", "email", "phone", "mobile") and isinstance(plain, str):
+        profile[value["@class"]] = plain
+    return plain

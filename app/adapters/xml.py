@@ -60,18 +60,29 @@ def to_dict(element: Element, _depth: int = 0) -> Any:
     children = list(element)
     text = (element.text or "").strip()
     if not children:
-        if not attributes:
-            return text or None
-        if text:
-            attributes["#text"] = text
-        return attributes
+        return _leaf(attributes, text)
     tags = [_local(child.tag) for child in children]
     values = [to_dict(child, _depth + 1) for child in children]
     one_kind = not attributes and len(set(tags)) == 1
     if one_kind and (len(tags) > 1 or _is_plural_of(_local(element.tag), tags[0])):
         return values
+    return _record(attributes, tags, values, text)
+
+
+def _leaf(attributes: dict[str, Any], text: str) -> Any:
+    """An element without children: its text (``None`` if empty), or its attributes and ``#text``."""
+    if not attributes:
+        return text or None
+    if text:
+        attributes["#text"] = text
+    return attributes
+
+
+def _record(attributes: dict[str, Any], tags: list[str], values: list[Any], text: str) -> dict[str, Any]:
+    """An element with children of several tags (or with attributes): one key per tag, a list for a
+    repeated tag, then the attributes and any ``#text``."""
     grouped: dict[str, list[Any]] = {}
-    for tag, value in zip(tags, values):
+    for tag, value in zip(tags, values, strict=True):
         grouped.setdefault(tag, []).append(value)
     result: dict[str, Any] = dict(attributes)
     for tag, found in grouped.items():

@@ -1,4 +1,5 @@
-"""The HTTP API: blueprints, and the request helpers they share."""
+"""The HTTP API: the request helpers its blueprints share (the blueprints are in ``api/*.py``, and
+``api.blueprints`` registers every one of them on the app)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import re
 from typing import Any
 
 import marshmallow
-from flask import Flask, current_app, request
+from flask import current_app, request
 
+from ..admin_tokens import AdminTokenStore
 from ..errors import InvalidJSON, Unauthorized, UnsupportedMediaType, ValidationError
 from ..runtime import Runtime
 
-__all__ = ["init_app", "read_json", "load", "runtime", "require_admin", "query_int", "query_limit"]
+__all__ = ["read_json", "load", "runtime", "require_admin", "query_int", "query_limit"]
 
 
 def runtime() -> Runtime:
@@ -67,8 +69,6 @@ def query_limit(default: int = 50, maximum: int = 200) -> int:
 def require_admin() -> None:
     """``Authorization: Bearer <admin token>``: the bootstrap token (compared in constant time) or
     one made through ``/v1/admin-tokens`` (looked up by its hash)."""
-    from ..admin_tokens import AdminTokenStore
-
     expected = runtime().settings.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -80,24 +80,3 @@ def require_admin() -> None:
     if AdminTokenStore(runtime().db).valid(token):
         return
     raise Unauthorized("the admin token is not valid")
-
-
-def init_app(app: Flask) -> None:
-    from . import (
-        admin_tokens,
-        auth_profiles,
-        deliveries,
-        destinations,
-        exchange,
-        ingest,
-        policies,
-        presets,
-        replays,
-        sources,
-        system,
-        trials,
-    )
-
-    for module in (system, ingest, sources, destinations, trials, deliveries, policies, replays, auth_profiles,
-                   admin_tokens, presets, exchange):
-        app.register_blueprint(module.bp)

@@ -24,7 +24,7 @@ def create():
 
 @bp.get("")
 def list_tokens():
-    return {"items": AdminTokenStore(runtime().db).list()}
+    return {"items": AdminTokenStore(runtime().db).all()}
 
 
 @bp.delete("/<token_id>")

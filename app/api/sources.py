@@ -23,7 +23,7 @@ def create():
 
 @bp.get("")
 def list_sources():
-    return {"items": [public(s) for s in SourceStore(runtime().db).list()]}
+    return {"items": [public(s) for s in SourceStore(runtime().db).all()]}
 
 
 @bp.get("/<source_id>")

@@ -1,0 +1,33 @@
+"""Every blueprint of the HTTP API, registered on the app.
+
+Apart from ``api/__init__.py`` so that the blueprints can import the request helpers from the
+package (``from . import load, runtime``) while the package imports none of them: the package is
+complete before any blueprint module runs.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import (
+    admin_tokens,
+    auth_profiles,
+    deliveries,
+    destinations,
+    exchange,
+    ingest,
+    policies,
+    presets,
+    replays,
+    sources,
+    system,
+    trials,
+)
+
+__all__ = ["init_app"]
+
+
+def init_app(app: Flask) -> None:
+    for module in (system, ingest, sources, destinations, trials, deliveries, policies, replays, auth_profiles,
+                   admin_tokens, presets, exchange):
+        app.register_blueprint(module.bp)
