@@ -1,4 +1,4 @@
-"""Auth profiles: reusable outbound credentials, stored as JSON in the Redis hash ``hookgate:auth_profiles``.
+"""Auth profiles: reusable outbound credentials, stored as JSON in one Redis hash (``keys.auth_profiles``).
 
 Security rules kept here:
 
@@ -22,26 +22,36 @@ Security rules kept here:
   ``needs_secrets`` (the fields to re-enter: ``password``, ``token``, ``client_secret``,
   ``private_key``, ``headers``, ``query``, ``secret``). ``reveal()`` refuses it, so it is never applied;
   a PATCH naming those fields (a signing ``secret`` too, or ``/rotate``) clears the marker.
+
+What a profile of each type may hold is ``SCHEMAS`` (marshmallow, unknown fields refused): the API
+checks a body with it, and ``POST /v1/import`` each profile of the document.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from marshmallow import Schema, validate, validates, validates_schema
+from marshmallow import ValidationError as SchemaError
+from marshmallow import fields as mf
 
 from .errors import NotFound, ValidationError
+from .oauth import valid_domain
 from .secrets import SecretBox
 from .signatures import new_hmac_secret, new_whsec
 from .store import bump_config, keys, new_id, now_ms
 
-__all__ = ["MASK", "TYPES", "AuthProfileStore", "check_ca", "check_certificate_pair", "covers", "public",
-           "reveal", "secret_values"]
+__all__ = ["MASK", "SCHEMAS", "TYPES", "AuthProfileStore", "ProfileSchema", "check_ca", "check_certificate_pair",
+           "check_whsec", "covers", "public", "reveal", "secret_values"]
 
 MASK = "••••••"
 TYPES = ("basic", "bearer", "headers", "url", "signed_payload", "standard_webhooks",
@@ -100,7 +110,7 @@ def check_certificate_pair(certificate: str, private_key: str, *,
         key = serialization.load_pem_private_key(private_key.encode(), password=None)
     except TypeError:
         raise ValueError("private_key: encrypted keys are not supported; send it unencrypted.") from None
-    except (ValueError, serialization.UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm):
         raise ValueError("private_key: not a PEM private key.") from None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
@@ -300,3 +310,169 @@ class AuthProfileStore:
             pipe.delete(keys.oauth_token(profile["id"]))  # credentials may have changed: fetch a new token
             bump_config(pipe)
             pipe.execute()
+
+
+# -- what a profile of each type may hold ---------------------------------------------------------------
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token: a header name
+_NO_CTL = re.compile(r"^[^\x00-\x1f\x7f]*$")  # no CR, LF, NUL or other controls in values
+# Headers hookgate sets itself: a profile may not set them.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type",
+                               "webhook-id", "webhook-timestamp", "webhook-signature", "x-hookgate-delivery",
+                               "x-hookgate-attempt"})
+
+
+def _text(maximum: int, *, required: bool = True, minimum: int = 1) -> mf.String:
+    """A string with no control characters (it ends up in a header, a URL or a form)."""
+    checks = [validate.Length(minimum, maximum),
+              validate.Regexp(_NO_CTL, error="Control characters (CR, LF, NUL…) are not allowed.")]
+    return mf.String(required=required, validate=checks)
+
+
+def _check_header_name(value: str) -> None:
+    if not _TOKEN.match(value):
+        raise SchemaError("Not a valid header name (RFC 9110 token).")
+    if value.lower() in _RESERVED_HEADERS:
+        raise SchemaError("hookgate sets this header itself.")
+
+
+def _header_name(**kwargs: Any) -> mf.String:
+    return mf.String(validate=[validate.Length(1, 128), _check_header_name], **kwargs)
+
+
+def _not_mask(value: Any) -> None:
+    if value == MASK:
+        raise SchemaError("Send the secret itself; leave the field out to keep the stored one.")
+
+
+def _secret(maximum: int, *, required: bool = True) -> mf.String:
+    return mf.String(required=required, validate=[validate.Length(1, maximum), _not_mask])
+
+
+class ProfileSchema(Schema):
+    """What every profile has; a type's schema adds its fields."""
+
+    name = mf.String(required=True, validate=validate.Length(1, 200))
+    type = mf.String(required=True, validate=validate.OneOf(TYPES))
+    endpoint_prefix = mf.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                             validate=validate.Length(max=2048))
+    ca_certificate = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+
+    @validates("endpoint_prefix")
+    def _prefix(self, value: str, data_key: str) -> None:
+        try:
+            urlsplit(value).port  # noqa: B018 -- raises ValueError past 65535
+        except ValueError:
+            raise SchemaError("Not a valid port.") from None
+        if "@" in value.split("/")[2] or "?" in value or "#" in value or "\\" in value:
+            raise SchemaError("A prefix is scheme, host, port and path: "
+                              "no credentials, query or fragment.")
+
+    @validates("ca_certificate")
+    def _ca(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            try:
+                check_ca(value)
+            except ValueError as exc:
+                raise SchemaError(str(exc)) from None
+
+
+class BasicSchema(ProfileSchema):
+    username = mf.String(required=True, validate=[validate.Length(0, 256), validate.Regexp(
+        re.compile(r"^[^:\x00-\x1f\x7f]*$"), error="No colon or control characters (RFC 7617).")])
+    password = mf.String(required=True, validate=[validate.Length(0, 1024), _not_mask, validate.Regexp(
+        _NO_CTL, error="No control characters (RFC 7617).")])
+
+
+class BearerSchema(ProfileSchema):
+    token = mf.String(required=True, validate=[validate.Length(1, 8192), _not_mask, validate.Regexp(
+        re.compile(r"^[\x21-\x7e]+$"), error="Visible ASCII characters only, no spaces.")])
+
+
+class HeaderItem(Schema):
+    name = _header_name(required=True)
+    value = mf.String(required=True, validate=[validate.Length(0, 8192), _not_mask, validate.Regexp(
+        re.compile(r"^[^\r\n\x00]*$"), error="Header values may not contain CR, LF or NUL.")])
+    secret = mf.Boolean(load_default=True)
+
+
+class HeadersSchema(ProfileSchema):
+    headers = mf.List(mf.Nested(HeaderItem), required=True, validate=validate.Length(1, 50))
+
+    @validates("headers")
+    def _unique(self, value: list[dict[str, Any]], data_key: str) -> None:
+        names = [str(h.get("name", "")).lower() for h in value if "name" in h]
+        if len(set(names)) != len(names):
+            raise SchemaError("Each header name once.")
+
+
+class UrlSchema(ProfileSchema):
+    username = _text(256, required=False)
+    password = _secret(1024, required=False)
+    query = mf.Dict(keys=mf.String(validate=validate.Length(1, 200)),
+                    values=mf.String(validate=[validate.Length(0, 2048), _not_mask]),
+                    validate=validate.Length(1, 20))
+
+
+class SignedPayloadSchema(ProfileSchema):
+    secret = mf.String(validate=validate.Length(16, 512))
+    signature_header = _header_name(load_default="X-Hookgate-Signature")  # defaults apply on create only:
+    timestamp_header = _header_name(load_default="X-Hookgate-Timestamp")  # a partial load skips them
+
+
+class StandardWebhooksSchema(ProfileSchema):
+    secret = mf.String(validate=validate.Length(16, 512))
+
+    @validates("secret")
+    def _whsec(self, value: str, data_key: str) -> None:
+        check_whsec(value)
+
+
+def check_whsec(value: str) -> None:
+    """A Standard Webhooks secret (``whsec_`` and base64 of 24–64 bytes), else a marshmallow error."""
+    try:
+        if not value.startswith("whsec_") or not 24 <= len(base64.b64decode(value[6:], validate=True)) <= 64:
+            raise ValueError
+    except ValueError:
+        raise SchemaError("A Standard Webhooks secret is whsec_ and base64 of 24–64 bytes.") from None
+
+
+def _check_domain(value: str) -> None:
+    if not valid_domain(value):
+        raise SchemaError("Not a host name, *.domain or IP address.")
+
+
+class OAuth2Schema(ProfileSchema):
+    token_url = mf.Url(required=True, schemes={"https"}, require_tld=False, validate=validate.Length(max=2048))
+    client_id = _text(512)
+    client_secret = _secret(4096)
+    scope = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=1024))
+    extra_params = mf.Dict(keys=mf.String(validate=validate.NoneOf(
+        ("grant_type", "client_id", "client_secret", "scope"), error="Set this with its own field.")),
+        values=mf.String(validate=validate.Length(max=2048)), load_default=None, allow_none=True,
+        validate=validate.Length(max=20))
+    client_auth = mf.String(load_default="header", validate=validate.OneOf(("header", "body", "query")))
+    allowed_domains = mf.List(mf.String(validate=[validate.Length(1, 255), _check_domain]),
+                              load_default=None, allow_none=True, validate=validate.Length(max=20))
+
+
+class MtlsSchema(ProfileSchema):
+    certificate = mf.String(required=True, validate=validate.Length(1, 64 * 1024))
+    private_key = _secret(64 * 1024)
+
+    @validates_schema
+    def _pair(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "certificate" in data and "private_key" in data:  # a PATCH of one of them is checked by the store
+            try:
+                check_certificate_pair(data["certificate"], data["private_key"])
+            except ValueError as exc:
+                field, _, message = str(exc).partition(": ")
+                raise SchemaError(message, field) from None
+
+
+# Each type's request schema: the API loads a body with it, and an import each profile of the document.
+SCHEMAS: dict[str, ProfileSchema] = {
+    "basic": BasicSchema(), "bearer": BearerSchema(), "headers": HeadersSchema(), "url": UrlSchema(),
+    "signed_payload": SignedPayloadSchema(), "standard_webhooks": StandardWebhooksSchema(),
+    "oauth2_client_credentials": OAuth2Schema(), "mtls": MtlsSchema(),
+}

@@ -3,6 +3,9 @@
 A destination brought in by ``POST /v1/import`` may lack secrets: its preset's secret parameters
 (``preset.needs_secrets``) or its auth profile's (the profile's ``needs_secrets``). It stays disabled
 until they are re-entered: enabling it before is a 409 (``missing_secrets``).
+
+Enabling a disabled destination has effects beyond its record (``after_enabling``); the store and an
+import (which may enable one it overwrites) both write them with the record, in one transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +14,39 @@ import json
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from .auth_profiles import covers
 from .errors import Conflict, NotFound, ValidationError
 from .rendering import validate_template
 from .store import bump_config, keys, new_id, now_ms
 
-__all__ = ["DestinationStore", "missing_secrets"]
+__all__ = ["DISABLED_FIELDS", "DestinationStore", "after_enabling", "check_templates", "enabled_again",
+           "missing_secrets"]
+
+DISABLED_FIELDS = ("disabled_reason", "disabled_detail", "disabled_at")  # why and since when; gone once enabled
+
+
+def enabled_again(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether ``after`` enables a destination that was disabled (``before``: as stored, if it was)."""
+    return bool(after.get("enabled", True)) and before is not None and not before.get("enabled", True)
+
+
+def after_enabling(pipe: Pipeline, destination_id: str, at_ms: int) -> None:
+    """What enabling a disabled destination sets off, queued on ``pipe``: the deliveries that waited
+    while it was disabled are due now, its "disabled" notices stop, and the breaker starts afresh."""
+    pipe.zadd(keys.due, {destination_id: at_ms}, lt=True)
+    pipe.zrem(keys.notify, destination_id)
+    pipe.delete(keys.failing_since(destination_id))
+
+
+def check_templates(fields: dict[str, Any]) -> None:
+    """Every template a destination's fields give compiles (a 422 naming the template otherwise)."""
+    batch = fields.get("batch") or {}
+    for name, source in (("template", fields.get("template")), ("batch.item_template", batch.get("item_template")),
+                         ("batch.root_template", batch.get("root_template"))):
+        if source is not None:
+            validate_template(source, field=name)
 
 
 def missing_secrets(db: redis.Redis, destination: dict[str, Any]) -> list[str]:
@@ -66,30 +95,32 @@ class DestinationStore:
         if changes.get("preset") and still:  # new params keep the marker until every secret is back
             changes = {**changes, "preset": {**changes["preset"], "needs_secrets": still}}
         self._check_secrets(destination_id, changes, {**destination, **changes})
-        was_enabled = destination.get("enabled", True)
+        before = dict(destination)
         destination.update(changes, updated_at=now_ms())
-        enabled_again = destination.get("enabled", True) and not was_enabled
-        if enabled_again:
-            for field in ("disabled_reason", "disabled_detail", "disabled_at"):
+        again = enabled_again(before, destination)
+        if again:
+            for field in DISABLED_FIELDS:
                 destination.pop(field, None)
-        self._save(destination)
-        if enabled_again:
-            # Deliveries that waited while it was disabled are due now; the breaker starts afresh.
-            with self.db.pipeline() as pipe:
-                pipe.zadd(keys.due, {destination_id: now_ms()}, lt=True)
-                pipe.zrem(keys.notify, destination_id)
-                pipe.delete(keys.failing_since(destination_id))
-                pipe.execute()
+        with self.db.pipeline() as pipe:
+            self._write(pipe, destination)
+            if again:
+                after_enabling(pipe, destination_id, now_ms())
+            pipe.execute()
         return destination
 
     def _check(self, destination_id: str, fields: dict[str, Any], current: dict[str, Any] | None = None) -> None:
         """What a schema cannot see: templates compile, referenced records exist, and an auth
         profile's credentials would only go under its endpoint prefix."""
-        for name, source in (("template", fields.get("template")),
-                             ("batch.item_template", (fields.get("batch") or {}).get("item_template")),
-                             ("batch.root_template", (fields.get("batch") or {}).get("root_template"))):
-            if source is not None:
-                validate_template(source, field=name)
+        check_templates(fields)
+        merged = {**(current or {}), **fields}
+        problems = {**self._reference_problems(destination_id, fields), **self._shape_problems(merged)}
+        if merged.get("auth_profile_id") and ("auth_profile_id" in fields or "url" in fields):
+            problems.update(self._profile_problems(merged["auth_profile_id"], merged["url"]))
+        if problems:
+            raise ValidationError("invalid references: " + ", ".join(problems), problems)
+
+    def _reference_problems(self, destination_id: str, fields: dict[str, Any]) -> dict[str, list[str]]:
+        """The policy and the fail branch ``fields`` name, when they do not exist."""
         problems: dict[str, list[str]] = {}
         policy_id = fields.get("policy_id")
         if policy_id and not self.db.hexists(keys.policies, policy_id):
@@ -99,21 +130,27 @@ class DestinationStore:
             problems["fail_destination_id"] = ["A destination cannot be its own fail branch."]
         elif fallback and not self.db.hexists(keys.destinations, fallback):
             problems["fail_destination_id"] = [f"No destination {fallback!r}."]
-        merged = {**(current or {}), **fields}
+        return problems
+
+    def _shape_problems(self, merged: dict[str, Any]) -> dict[str, list[str]]:
+        """Rules over the merged record: a batch is not sent as a form; https only when required."""
+        problems: dict[str, list[str]] = {}
         if merged.get("batch") and merged.get("format") == "form":
             problems["batch"] = ["Batches are sent as json, xml or text, not form."]
         if (self.https_only or merged.get("https_only")) and str(merged.get("url", "")).lower().startswith("http:"):
             problems["url"] = ["Only https URLs are allowed here (https_only)."]
-        profile_id = merged.get("auth_profile_id")
-        if profile_id and ("auth_profile_id" in fields or "url" in fields):
-            raw = self.db.hget(keys.auth_profiles, profile_id)
-            if raw is None:
-                problems["auth_profile_id"] = [f"No auth profile {profile_id!r}."]
-            elif not covers(json.loads(raw)["endpoint_prefix"], merged["url"]):
-                problems["url"] = [f"Outside the auth profile's endpoint prefix "
-                                   f"{json.loads(raw)['endpoint_prefix']!r}: its credentials are only sent under it."]
-        if problems:
-            raise ValidationError("invalid references: " + ", ".join(problems), problems)
+        return problems
+
+    def _profile_problems(self, profile_id: str, url: str) -> dict[str, list[str]]:
+        """The auth profile must exist, and ``url`` lie under its endpoint prefix."""
+        raw = self.db.hget(keys.auth_profiles, profile_id)
+        if raw is None:
+            return {"auth_profile_id": [f"No auth profile {profile_id!r}."]}
+        prefix = json.loads(raw)["endpoint_prefix"]
+        if not covers(prefix, url):
+            return {"url": [f"Outside the auth profile's endpoint prefix {prefix!r}: its credentials are only sent "
+                            "under it."]}
+        return {}
 
     def _check_secrets(self, destination_id: str, changes: dict[str, Any], merged: dict[str, Any]) -> None:
         """An imported destination whose secrets were not re-entered is not enabled (409)."""
@@ -136,6 +173,10 @@ class DestinationStore:
 
     def _save(self, destination: dict[str, Any]) -> None:
         with self.db.pipeline() as pipe:
-            pipe.hset(keys.destinations, destination["id"], json.dumps(destination))
-            bump_config(pipe)
+            self._write(pipe, destination)
             pipe.execute()
+
+    @staticmethod
+    def _write(pipe: Pipeline, destination: dict[str, Any]) -> None:
+        pipe.hset(keys.destinations, destination["id"], json.dumps(destination))
+        bump_config(pipe)

@@ -15,8 +15,9 @@ from urllib.parse import quote, quote_plus, urlsplit
 import marshmallow
 
 from .errors import ValidationError
+from .preset_templates import preset_url, render_text
 from .presets import MASK, URL_MASK, Preset, PresetCatalog
-from .rendering import RenderError, render_body
+from .rendering import RenderError
 from .secrets import SecretBox
 
 __all__ = ["from_preset_body", "masked_params", "patch_preset_params", "preset_destination", "public_state",
@@ -31,10 +32,21 @@ def resolve_params(preset: Preset, given: Any, current: dict[str, Any] | None = 
     change leaves out, so a PATCH need not repeat its secrets."""
     if not isinstance(given, dict):
         raise ValidationError("params must be a JSON object", {"params": ["Expected a JSON object."]})
+    values = _checked_values(preset, given, {**(current or {}), **given})
+    for p in preset.params:
+        if p.name not in values and p.default is not None:
+            values[p.name] = p.default
+    if preset.check is not None and (more := preset.check(values)):
+        raise ValidationError("invalid params: " + ", ".join(sorted(more)), {"params": more})
+    return values
+
+
+def _checked_values(preset: Preset, given: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``merged`` (``given`` over the current ones) that are set, each checked by its
+    parameter's field; one 422 naming every parameter of ``given`` the preset lacks and every bad value."""
     unknown = sorted(set(given) - {p.name for p in preset.params})
     schema = marshmallow.Schema.from_dict(
         {p.name: p.field() for p in preset.params}, name=f"Params_{preset.name}")()
-    merged = {**(current or {}), **given}
     problems: dict[str, Any] = {name: ["Not a parameter of this preset."] for name in unknown}
     try:
         values = schema.load({k: v for k, v in merged.items() if k not in unknown and v is not None})
@@ -43,11 +55,6 @@ def resolve_params(preset: Preset, given: Any, current: dict[str, Any] | None = 
         values = {}
     if problems:
         raise ValidationError("invalid params: " + ", ".join(sorted(problems)), {"params": problems})
-    for p in preset.params:
-        if p.name not in values and p.default is not None:
-            values[p.name] = p.default
-    if preset.check is not None and (more := preset.check(values)):
-        raise ValidationError("invalid params: " + ", ".join(sorted(more)), {"params": more})
     return values
 
 
@@ -59,7 +66,7 @@ def masked_params(preset_state: dict[str, Any]) -> dict[str, Any]:
 def preset_destination(preset: Preset, values: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     """The destination fields a preset gives for these parameter values (secrets encrypted)."""
     secret = {n: values[n] for n in preset.secret_names if values.get(n) not in (None, "")}
-    state = {
+    state: dict[str, Any] = {
         "name": preset.name,
         "origin": preset.origin,
         "base_url": preset.base_url,
@@ -68,7 +75,7 @@ def preset_destination(preset: Preset, values: dict[str, Any], box: SecretBox) -
         "params": {k: v for k, v in values.items() if k not in preset.secret_names},
         "secrets": {n: box.encrypt(json.dumps(v)) for n, v in secret.items()},
     }
-    shown_url = _url(state, {**state["params"], **{n: URL_MASK for n in secret}})
+    shown_url = preset_url(state, {**state["params"], **{n: URL_MASK for n in secret}})
     fields: dict[str, Any] = {"url": shown_url, "method": preset.method, "format": preset.format,
                               "template": preset.template, "timeout_s": preset.timeout_s, "preset": state}
     if preset.batch:
@@ -81,18 +88,6 @@ def preset_destination(preset: Preset, values: dict[str, Any], box: SecretBox) -
 
 def revealed_params(state: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     return {**state.get("params", {}), **{n: json.loads(box.decrypt(c)) for n, c in state.get("secrets", {}).items()}}
-
-
-def _render_text(source: str, params: dict[str, Any]) -> str:
-    return render_body(source, "text", {"params": params}, max_bytes=16384, timeout_s=1.0).body.decode()
-
-
-def _url(state: dict[str, Any], params: dict[str, Any]) -> str:
-    base = str(params.get("url") or state["base_url"]).rstrip("/")
-    path = _render_text(state.get("path", ""), params) if state.get("path") else ""
-    if path and not path.startswith(("/", "?")):
-        path = "/" + path
-    return base + path
 
 
 def request_parts(destination: dict[str, Any], box: SecretBox
@@ -108,7 +103,7 @@ def request_parts(destination: dict[str, Any], box: SecretBox
     except RuntimeError as exc:
         raise RenderError(f"preset secrets: {exc}") from None
     masked = {**params, **{n: URL_MASK for n in state.get("secrets", {})}}
-    headers = {name: _render_text(source, params) for name, source in state.get("headers", {}).items()}
+    headers = {name: render_text(source, params) for name, source in state.get("headers", {}).items()}
     headers = {k: v for k, v in headers.items() if v}  # an optional header left empty is not sent
     hidden: set[str] = set()
     for name in state.get("secrets", {}):
@@ -118,7 +113,8 @@ def request_parts(destination: dict[str, Any], box: SecretBox
         if value.startswith(("http://", "https://")) and len(path) > 1:
             hidden.add(path)
     hidden = {text for text in hidden if len(text) >= 4}  # never mask a whole error over a tiny value
-    return _url(state, params), _url(state, masked), headers, params, tuple(sorted(hidden, key=len, reverse=True))
+    return (preset_url(state, params), preset_url(state, masked), headers, params,
+            tuple(sorted(hidden, key=len, reverse=True)))
 
 
 def scrub(text: str | None, hidden: tuple[str, ...]) -> str | None:
@@ -132,7 +128,8 @@ def scrub(text: str | None, hidden: tuple[str, ...]) -> str | None:
 
 # -- destinations made from presets -------------------------------------------------------------------
 
-def from_preset_body(catalog: PresetCatalog, box: SecretBox, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def from_preset_body(catalog: PresetCatalog, box: SecretBox,
+                     body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``{"preset": name, "params": {...}, ...destination fields}`` → the destination fields to check
     with the destination schema, and the preset state to store beside them. Fields given beside the
     preset (name, events, template, batch size, ...) win over the preset's."""
@@ -175,7 +172,8 @@ def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dic
     fields = _built(preset, values, box)
     new_state = {**fields["preset"], "path": state["path"], "headers": state["headers"],
                  "base_url": state["base_url"]}
-    changed: dict[str, Any] = {"url": _url(new_state, {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}})}
+    masked = {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}}
+    changed: dict[str, Any] = {"url": preset_url(new_state, masked)}
     if fields.get("batch") and destination.get("batch") and "batch_size" in (given or {}):
         changed["batch"] = {**destination["batch"], "size": fields["batch"]["size"]}
     return changed, new_state

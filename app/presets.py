@@ -11,6 +11,9 @@ local test receiver); the path is kept.
 A destination made from a preset (``app/preset_destinations.py``) stores what it needs to send, so
 it keeps working if the plugin is later removed; the plugin adds its classification of answers
 (``classify_response``) and its screening of events (``Preset.screen``) while it is installed.
+
+A user preset as data is checked by ``PresetSchema`` and ``ParamSchema`` (with ``NAME`` and
+``PARAM_NAME``): one set of rules, which ``POST /v1/presets`` (its parameters) and an import use.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from marshmallow import Schema, validate
 from marshmallow import fields as mf
-from marshmallow import validate
 
-from .errors import NotFound
-from .rendering import RenderError, validate_template
+from .delivery.batch import render_batch
+from .errors import Conflict, NotFound
+from .preset_templates import preset_url, render_text
+from .rendering import RenderError, render_delivery, validate_template
+from .schemas import FORMATS, METHODS
 from .store import keys
 
-__all__ = ["MASK", "PARAM_TYPES", "Param", "Preset", "PresetCatalog", "Verdict", "load_preset", "public_preset",
-           "SAMPLE_EVENT"]
+__all__ = ["MASK", "PARAM_TYPES", "Param", "ParamSchema", "Preset", "PresetCatalog", "PresetSchema", "Verdict",
+           "load_preset", "public_preset", "SAMPLE_EVENT"]
 
 MASK = "••••••"
 URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
@@ -193,10 +199,59 @@ class Preset:
 
     @classmethod
     def from_data(cls, data: dict[str, Any], **code: Any) -> Preset:
-        params = tuple(Param(**{k: tuple(v) if k == "choices" else v for k, v in p.items()})
-                       for p in data.get("params", ()))
+        params = tuple(_param(p) for p in data.get("params", ()))
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "params"}
         return cls(**known, params=params, **code)
+
+
+def _param(data: dict[str, Any]) -> Param:
+    given: dict[str, Any] = {k: tuple(v) if k == "choices" else v for k, v in data.items()}
+    return Param(**given)
+
+
+# -- a preset as data: the rules a user preset is checked by, wherever it comes from --------------------
+
+class ParamSchema(Schema):
+    """A parameter as ``Param.public()`` writes it."""
+
+    name = mf.String(required=True, validate=validate.Regexp(PARAM_NAME))
+    type = mf.String(load_default="string", validate=validate.OneOf(PARAM_TYPES))
+    required = mf.Boolean(load_default=False)
+    secret = mf.Boolean(load_default=False)
+    default = mf.Raw(load_default=None, allow_none=True)
+    description = mf.String(load_default="", validate=validate.Length(max=1000))
+    choices = mf.List(mf.Raw(), validate=validate.Length(max=100))
+    max_length = mf.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))
+    minimum = mf.Float(allow_none=True)
+    maximum = mf.Float(allow_none=True)
+
+
+class PresetBatchSchema(Schema):
+    size = mf.Integer(load_default=100, validate=validate.Range(1, 1000))
+    max_size = mf.Integer(validate=validate.Range(1, 1000))
+    max_wait_s = mf.Float(load_default=5.0, validate=validate.Range(0, 3600))
+    item_template = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+    root_template = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+
+
+class PresetSchema(Schema):
+    """A user preset as ``Preset.to_data()`` writes it (what is stored, and what an export carries)."""
+
+    name = mf.String(required=True, validate=validate.Regexp(NAME))
+    title = mf.String(required=True, validate=validate.Length(1, 200))
+    description = mf.String(load_default="", validate=validate.Length(max=2000))
+    method = mf.String(load_default="POST", validate=validate.OneOf(METHODS))
+    base_url = mf.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    path = mf.String(load_default="", validate=validate.Length(max=2048))
+    format = mf.String(load_default="json", validate=validate.OneOf(FORMATS))
+    headers = mf.Dict(keys=mf.String(validate=validate.Length(1, 200)), values=mf.String(), load_default=dict)
+    template = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+    batch = mf.Nested(PresetBatchSchema, load_default=None, allow_none=True)
+    auth = mf.Dict(load_default=lambda: {"type": "none"})
+    timeout_s = mf.Float(load_default=10.0, validate=validate.Range(0.1, 60))
+    docs_url = mf.String(load_default="", validate=validate.Length(max=2048))
+    example_params = mf.Dict(load_default=dict)
+    params = mf.List(mf.Nested(ParamSchema), load_default=list, validate=validate.Length(max=50))
 
 
 def load_preset(name: str, folder: Path | None = None, **code: Any) -> Preset:
@@ -228,38 +283,44 @@ def public_preset(preset: Preset) -> dict[str, Any]:
 
 def example_request(preset: Preset) -> dict[str, Any]:
     """The request this preset would send for the sample event, with example parameters (secrets masked)."""
-    from .delivery.batch import render_batch
-    from .preset_destinations import _render_text, _url
-    from .rendering import render_delivery
+    values = _example_values(preset)
+    shown = {**values, **{n: URL_MASK for n in preset.secret_names}}
+    state = {"base_url": preset.base_url, "path": preset.path, "headers": preset.headers}
+    example: dict[str, Any] = {"method": preset.method, "params": {**values, **{n: MASK for n in preset.secret_names}}}
+    try:
+        example["url"] = preset_url(state, shown)
+        example["headers"] = {k: (MASK if any(n in v for n in preset.secret_names) else render_text(v, shown))
+                              for k, v in preset.headers.items()}
+        example["body"] = _example_body(preset, example["url"], shown)
+    except RenderError as exc:
+        example["error"] = str(exc)
+    return example
 
+
+def _example_values(preset: Preset) -> dict[str, Any]:
+    """Defaults, then the preset's example parameters, then a placeholder for each required one left."""
     values = {p.name: p.default for p in preset.params if p.default is not None}
     values.update(preset.example_params)
     for p in preset.params:
         if p.required:  # optional ones stay unset, as a user would leave them
             values.setdefault(p.name, _placeholder(p))
-    shown = {**values, **{n: URL_MASK for n in preset.secret_names}}
-    state = {"base_url": preset.base_url, "path": preset.path, "headers": preset.headers}
-    example: dict[str, Any] = {"method": preset.method, "params": {**values, **{n: MASK for n in preset.secret_names}}}
-    try:
-        example["url"] = _url(state, shown)
-        example["headers"] = {k: (MASK if any(n in v for n in preset.secret_names) else _render_text(v, shown))
-                              for k, v in preset.headers.items()}
-        destination = {"format": preset.format, "template": preset.template, "name": preset.title,
-                       "url": example["url"], "method": preset.method, "id": "dst_example",
-                       "batch": preset.batch and {**preset.batch, "size": 2}}
-        if preset.batch:
-            second = {**SAMPLE_EVENT, "id": "evt_sample_0002", "user_id": "user_456"}
-            rendered, errors = render_batch(destination, [SAMPLE_EVENT, second], max_bytes=65536, timeout_s=2.0,
-                                            params=shown)
-            if rendered is None:
-                raise RenderError("; ".join(errors.values()))
-        else:
-            rendered = render_delivery(destination, SAMPLE_EVENT, max_bytes=65536, timeout_s=2.0, params=shown)
-        body = rendered.body.decode()
-        example["body"] = json.loads(body) if preset.format == "json" else body
-    except RenderError as exc:
-        example["error"] = str(exc)
-    return example
+    return values
+
+
+def _example_body(preset: Preset, url: str, params: dict[str, Any]) -> Any:
+    """The body for the sample event (two of them for a batch); parsed when it is JSON. Raises ``RenderError``."""
+    destination = {"format": preset.format, "template": preset.template, "name": preset.title, "url": url,
+                   "method": preset.method, "id": "dst_example", "batch": preset.batch and {**preset.batch, "size": 2}}
+    if preset.batch:
+        second = {**SAMPLE_EVENT, "id": "evt_sample_0002", "user_id": "user_456"}
+        rendered, errors = render_batch(destination, [SAMPLE_EVENT, second], max_bytes=65536, timeout_s=2.0,
+                                        params=params)
+        if rendered is None:
+            raise RenderError("; ".join(errors.values()))
+    else:
+        rendered = render_delivery(destination, SAMPLE_EVENT, max_bytes=65536, timeout_s=2.0, params=params)
+    body = rendered.body.decode()
+    return json.loads(body) if preset.format == "json" else body
 
 
 def _placeholder(p: Param) -> Any:
@@ -269,7 +330,6 @@ def _placeholder(p: Param) -> Any:
 
 class PresetCatalog:
     """Every preset one process knows: the plugins' (loaded once) and the users' (in Redis)."""
-
 
     def __init__(self, db: Any, builtin: dict[str, Preset]):
         self.db = db
@@ -293,8 +353,6 @@ class PresetCatalog:
         return sorted([*self.builtin.values(), *users], key=lambda p: p.name)
 
     def save_user_preset(self, preset: Preset, *, replace: bool = False) -> None:
-        from .errors import Conflict
-
         if preset.name in self.builtin:
             raise Conflict(f"{preset.name!r} is a plugin's preset", {"name": preset.name})
         data = preset.to_data()

@@ -22,6 +22,7 @@ __all__ = [
     "FORMATS",
     "SourceSchema",
     "DestinationSchema",
+    "PolicySchema",
     "EventSchema",
 ]
 
@@ -69,7 +70,8 @@ class SignatureSchema(Schema):
                 if not secret.startswith("whsec_") or len(base64.b64decode(secret[6:], validate=True)) < 24:
                     raise ValueError
             except ValueError:
-                raise ValidationError("A Standard Webhooks secret is whsec_ and base64 of 24–64 bytes.", "secret")
+                raise ValidationError("A Standard Webhooks secret is whsec_ and base64 of 24–64 bytes.",
+                                      "secret") from None
 
 
 class SourceSchema(Schema):
@@ -189,6 +191,14 @@ class DestinationSchema(Schema):
         if "method" in data:
             data["method"] = data["method"].upper()
         return data
+
+
+class PolicySchema(Schema):
+    """A throughput policy: at most ``concurrency`` requests at once, and ``rate_per_s`` if given."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    concurrency = fields.Integer(required=True, validate=validate.Range(1, 1000))
+    rate_per_s = fields.Float(load_default=None, allow_none=True, validate=validate.Range(0.01, 100000))
 
 
 class EventSchema(Schema):

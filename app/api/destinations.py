@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, request
 
 from ..destinations import DestinationStore
@@ -20,7 +22,7 @@ def _store() -> DestinationStore:
     return DestinationStore(runtime().db, https_only=runtime().settings.https_only)
 
 
-def _show(destination: dict) -> dict:
+def _show(destination: dict[str, Any]) -> dict[str, Any]:
     """The destination as stored (a preset's secrets masked), plus the body template actually used
     when none was given."""
     shown = dict(destination)
@@ -32,7 +34,7 @@ def _show(destination: dict) -> dict:
 
 
 @bp.post("")
-def create():
+def create() -> tuple[dict[str, Any], int]:
     body = read_json()
     if isinstance(body, dict) and "preset" in body:
         rt = runtime()
@@ -42,7 +44,7 @@ def create():
 
 
 @bp.get("")
-def list_destinations():
+def list_destinations() -> dict[str, Any]:
     limit = query_limit()
     after = request.args.get("cursor", "")
     items = [d for d in _store().all() if d["id"] > after]
@@ -51,12 +53,12 @@ def list_destinations():
 
 
 @bp.get("/<destination_id>")
-def get(destination_id: str):
+def get(destination_id: str) -> dict[str, Any]:
     return _show(_store().get(destination_id))
 
 
 @bp.patch("/<destination_id>")
-def update(destination_id: str):
+def update(destination_id: str) -> dict[str, Any]:
     body = read_json()
     store = _store()
     destination = store.get(destination_id)
@@ -73,13 +75,13 @@ def update(destination_id: str):
 
 
 @bp.delete("/<destination_id>")
-def delete(destination_id: str):
+def delete(destination_id: str) -> tuple[str, int]:
     _store().delete(destination_id)
     return "", 204
 
 
 @bp.get("/<destination_id>/stats")
-def stats(destination_id: str):
+def stats(destination_id: str) -> dict[str, Any]:
     _store().get(destination_id)
     minutes = query_int("minutes", 60, 120)
     hours = query_int("hours", 24, 192)
@@ -87,10 +89,10 @@ def stats(destination_id: str):
 
 
 @bp.post("/<destination_id>/enable")
-def enable(destination_id: str):
+def enable(destination_id: str) -> dict[str, Any]:
     return _show(_store().update(destination_id, {"enabled": True}))
 
 
 @bp.post("/<destination_id>/disable")
-def disable(destination_id: str):
+def disable(destination_id: str) -> dict[str, Any]:
     return _show(_store().update(destination_id, {"enabled": False}))

@@ -3,10 +3,12 @@
 ``GET /v1/export`` answers the document (policies, auth profiles, user presets, destinations; not one
 secret). ``POST /v1/import`` takes it (``?mode=overwrite``, the default, replaces existing ids;
 ``?mode=skip`` leaves them), all or nothing: a 422 names every item that cannot be imported and
-nothing is written. The answer lists the secrets to re-enter (see ``app.exchange``).
+nothing is written. The answer lists the secrets to re-enter (see ``hookgate.exchange``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, request
 
@@ -18,13 +20,13 @@ bp.before_request(require_admin)
 
 
 @bp.get("/export")
-def export():
+def export() -> dict[str, Any]:
     rt = runtime()
     return export_document(rt.db, rt.presets)
 
 
 @bp.post("/import")
-def import_():
+def import_() -> dict[str, Any]:
     rt = runtime()
     return import_document(rt.db, rt.presets, read_json(), mode=request.args.get("mode", "overwrite"),
                            https_only=rt.settings.https_only)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
-from marshmallow import Schema, fields, validate
 
 from ..destinations import DestinationStore
 from ..policies import PolicyStore
+from ..schemas import PolicySchema
 from . import load, read_json, require_admin, runtime
 
 bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
 bp.before_request(require_admin)
-
-
-class PolicySchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, 200))
-    concurrency = fields.Integer(required=True, validate=validate.Range(1, 1000))
-    rate_per_s = fields.Float(load_default=None, allow_none=True, validate=validate.Range(0.01, 100000))
-
-
 _schema = PolicySchema()
 
 
@@ -27,27 +21,27 @@ def _store() -> PolicyStore:
 
 
 @bp.post("")
-def create():
+def create() -> tuple[dict[str, Any], int]:
     return _store().create(load(_schema, read_json())), 201
 
 
 @bp.get("")
-def list_policies():
+def list_policies() -> dict[str, Any]:
     return {"items": _store().all()}
 
 
 @bp.get("/<policy_id>")
-def get(policy_id: str):
+def get(policy_id: str) -> dict[str, Any]:
     return _store().get(policy_id)
 
 
 @bp.patch("/<policy_id>")
-def update(policy_id: str):
+def update(policy_id: str) -> dict[str, Any]:
     return _store().update(policy_id, load(_schema, read_json(), partial=True))
 
 
 @bp.delete("/<policy_id>")
-def delete(policy_id: str):
+def delete(policy_id: str) -> tuple[str, int]:
     users = [d["id"] for d in DestinationStore(runtime().db).all() if d.get("policy_id") == policy_id]
     _store().delete(policy_id, users)
     return "", 204

@@ -10,7 +10,8 @@ from marshmallow import ValidationError as SchemaError
 
 from ..destinations import DestinationStore
 from ..errors import ValidationError
-from ..presets import PARAM_TYPES, Preset, public_preset
+from ..presets import ParamSchema as PresetParamSchema
+from ..presets import Preset, public_preset
 from ..rendering import default_template
 from ..schemas import FORMATS, METHODS
 from . import load, read_json, require_admin, runtime
@@ -19,17 +20,17 @@ bp = Blueprint("presets", __name__, url_prefix="/v1/presets")
 bp.before_request(require_admin)
 
 
-class ParamSchema(Schema):
-    name = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$"))
-    type = fields.String(load_default="string", validate=validate.OneOf(PARAM_TYPES))
-    required = fields.Boolean(load_default=False)
-    secret = fields.Boolean(load_default=False)
-    default = fields.Raw(load_default=None, allow_none=True)
-    description = fields.String(load_default="", validate=validate.Length(max=1000))
+class ParamSchema(PresetParamSchema):
+    """A parameter of a preset saved here: every preset's rules (``presets.ParamSchema``), without
+    the bounds, and a secret parameter has no default."""
+
+    class Meta:
+        exclude = ("max_length", "minimum", "maximum")
+
     choices = fields.List(fields.Raw(), load_default=list, validate=validate.Length(max=100))
 
     @validates_schema
-    def _no_secret_default(self, data, **kwargs):
+    def _no_secret_default(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("secret") and data.get("default") is not None:
             raise SchemaError("A secret parameter has no default: each destination enters its own.", "default")
 
@@ -58,35 +59,26 @@ def summary(preset: Preset) -> dict[str, Any]:
 
 
 @bp.get("")
-def list_presets():
+def list_presets() -> dict[str, Any]:
     return {"items": [summary(p) for p in runtime().presets.all()]}
 
 
 @bp.get("/<name>")
-def get(name: str):
+def get(name: str) -> dict[str, Any]:
     return public_preset(runtime().presets.get(name))
 
 
 @bp.post("")
-def create():
+def create() -> tuple[dict[str, Any], int]:
     data = load(UserPresetSchema(), read_json())
     source = data.pop("from_destination")
-    base: dict[str, Any] = {}
     if source:
-        destination = DestinationStore(runtime().db).get(source)
-        state = destination.get("preset")
-        base = {
-            "method": destination["method"], "format": destination["format"],
-            "base_url": state["base_url"] if state else destination["url"],
-            "path": state["path"] if state else "",
-            "headers": {**(state["headers"] if state else {}), **destination.get("headers", {})},
-            "template": destination.get("template") or default_template(
-                destination["format"], destination.get("payload_style") or "canonical"),
-            "batch": destination.get("batch"), "timeout_s": destination["timeout_s"],
-        }
+        base = _copied(DestinationStore(runtime().db).get(source))
     elif "base_url" not in data:
         raise ValidationError("a preset needs base_url, or from_destination to copy one",
                               {"base_url": ["Missing data for required field."]})
+    else:
+        base = {}
     merged = {**base, **{k: v for k, v in data.items() if v is not None or k == "template"}}
     merged["title"] = data["title"] or data["name"]
     merged["params"] = [{k: v for k, v in p.items() if k != "choices" or v} for p in data["params"]]
@@ -99,7 +91,22 @@ def create():
     return public_preset(preset), 201
 
 
+def _copied(destination: dict[str, Any]) -> dict[str, Any]:
+    """What a preset takes from the destination it is saved from: its request (a preset destination's
+    patterns, not their rendering), and the body template it uses."""
+    state = destination.get("preset")
+    return {
+        "method": destination["method"], "format": destination["format"],
+        "base_url": state["base_url"] if state else destination["url"],
+        "path": state["path"] if state else "",
+        "headers": {**(state["headers"] if state else {}), **destination.get("headers", {})},
+        "template": destination.get("template") or default_template(
+            destination["format"], destination.get("payload_style") or "canonical"),
+        "batch": destination.get("batch"), "timeout_s": destination["timeout_s"],
+    }
+
+
 @bp.delete("/<name>")
-def delete(name: str):
+def delete(name: str) -> tuple[str, int]:
     runtime().presets.delete_user_preset(name)
     return "", 204
