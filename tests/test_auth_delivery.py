@@ -1,10 +1,12 @@
 """Auth profiles used by destinations, end to end: ingest → RQ worker → a local server that checks
-the credential (Standard Webhooks verified by the reference library, mTLS, OAuth 2.0, basic)."""
+the credential (Standard Webhooks verified by the reference library, mTLS, OAuth 2.0, basic), and no
+credential in the delivery log."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 
 import pytest
 from standardwebhooks import Webhook
@@ -81,6 +83,25 @@ def test_basic_auth_reaches_the_receiver_and_is_not_in_the_delivery_log(profile,
     [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
     shown = json.dumps(client.get(f"/v1/deliveries/{delivery['id']}", headers=admin).get_json())
     assert "s3cret-pass" not in shown and base64.b64encode(b"hook:s3cret-pass").decode() not in shown
+
+
+def test_url_profile_credentials_never_reach_the_delivery_log(client, admin, make_source, make_destination, post_events,
+                                                              work):
+    """Regression: a connection error's text named the URL with the profile's query credentials."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nobody listens: the error names the URL
+    base = f"http://127.0.0.1:{port}"
+    profile = client.post("/v1/auth-profiles", json={"name": "u", "type": "url", "endpoint_prefix": base,
+                                                      "query": {"api_key": "TOPSECRET-123"}}, headers=admin)
+    assert profile.status_code == 201, profile.get_json()
+    source_id, key = make_source()
+    make_destination(base + "/hook", auth_profile_id=profile.get_json()["id"])
+    event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
+    work()
+    [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
+    shown = json.dumps(client.get(f"/v1/deliveries/{delivery['id']}", headers=admin).get_json())
+    assert "connection failed" in shown and "TOPSECRET-123" not in shown
 
 
 def test_mtls_delivery(profile, pki, make_source, make_destination, post_events, work, client, admin):

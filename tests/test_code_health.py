@@ -112,9 +112,10 @@ def test_every_redis_key_is_spelt_in_the_store_module():
                       if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                       and node.body and isinstance(node.body[0], ast.Expr)}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                if "hookgate:" in node.value and not node.value.startswith("hookgate: "):  # a message
-                    spelt.append(f"{module}:{node.lineno}")
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+            # "hookgate: stopping" is a message to a person, not a key
+            if "hookgate:" in text and not text.startswith("hookgate: ") and id(node) not in docstrings:
+                spelt.append(f"{module}:{node.lineno}")
     assert spelt == []
 
 

@@ -113,7 +113,8 @@ def test_a_worker_killed_mid_drain_loses_nothing(tmp_path, redis_url, db):
     source = client.post("/v1/sources", json={"name": "crash"}, headers=auth).get_json()
     client.post("/v1/destinations", json={"name": "slow", "url": receiver.url, "events": ["*"], "timeout_s": 1},
                 headers=auth)
-    response = client.post(f"/v1/sources/{source['id']}/events", json=[{"name": "e", "data": {"n": n}} for n in range(300)],
+    response = client.post(f"/v1/sources/{source['id']}/events",
+                           json=[{"name": "e", "data": {"n": n}} for n in range(300)],
                            headers={"X-Hookgate-Key": source["key"]})
     ids = set(response.get_json()["ids"])
     first = spawn(hookgate("worker", "--name", "doomed"), env, tmp_path / "doomed.log")

@@ -1,15 +1,14 @@
-"""The delivery engine beyond one attempt: outcome events, stats, Retry-After, 410, the fail branch,
-the circuit breaker and its notifications, throughput policies, batching, and fairness."""
+"""The delivery engine: an event's walk from ingest through the RQ drain job to its receiver, in order;
+outcome events, stats, Retry-After, 410, the fail branch, the circuit breaker and its notifications,
+batching, fairness, and leases and the recorder."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 
-from hookgate.policies import Throttle
 from hookgate.store import keys, now_ms
 
 from .receiver import Receiver, Reply
@@ -29,6 +28,43 @@ def answering():
     yield make
     for receiver in started:
         receiver.stop()
+
+
+def test_an_event_reaches_its_destination_rendered_with_a_webhook_id(
+    client, make_source, make_destination, post_events, receiver, work, db
+):
+    source_id, key = make_source()
+    destination = make_destination(
+        receiver.url + "/hook",
+        events=["survey_response", "journey.*"],
+        template='{"who": {{ event.user_id | tojson }}, "score": {{ event.data.score }}, '
+                 '"to": {{ destination.name | tojson }}}',
+    )
+    response = post_events(source_id, key, {"name": "survey_response", "user_id": "u1", "data": {"score": 9}})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["accepted"] == 1 and len(body["ids"]) == 1
+    event_id = body["ids"][0]
+    # Acknowledged only once stored: the event and its pending delivery are in Redis before any worker ran.
+    assert json.loads(db.get(keys.event(event_id)))["name"] == "survey_response"
+    assert db.zcard(keys.pending(destination["id"])) == 1
+    assert receiver.requests == []
+
+    work()
+    [request] = receiver.wait_for(1)
+    assert request.method == "POST" and request.path == "/hook"
+    assert json.loads(request.body) == {"who": "u1", "score": 9, "to": "dest"}
+    assert request.header("webhook-id") == event_id
+    assert request.header("Content-Type") == "application/json"
+
+
+def test_events_posted_together_are_delivered_in_order(make_source, make_destination, post_events, receiver, work):
+    source_id, key = make_source()
+    make_destination(receiver.url)
+    post_events(source_id, key, [{"name": f"e{n:03d}"} for n in range(200)])  # one transaction, one timestamp
+    work()
+    names = [json.loads(r.body)["name"] for r in receiver.wait_for(200)]
+    assert names == [f"e{n:03d}" for n in range(200)]
 
 
 def test_outcome_events_reach_subscribers_with_the_response(make_source, make_destination, post_events, receiver,
@@ -88,6 +124,20 @@ def test_retry_after_is_honoured(retry_after, client, admin, make_source, make_d
     work()
     [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
     assert delivery["status"] == "error" and delivery["next_attempt_at"] - before >= 6000
+
+
+def test_retry_after_takes_ascii_digits_only(client, admin, make_source, make_destination, post_events, work):
+    """Regression: Retry-After '²' broke the attempt, which then looped; an empty schedule retries none."""
+    odd = Receiver(lambda request: Reply(503, headers={"Retry-After": "\u00b2"})).start()  # '²'.isdigit()
+    try:
+        source_id, key = make_source()
+        make_destination(odd.url, retry_schedule=[])
+        event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
+        work()
+        [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
+        assert delivery["status"] == "failed" and delivery["attempts"] == 1
+    finally:
+        odd.stop()
 
 
 def test_410_gone_disables_the_destination_and_says_so(client, admin, make_source, make_destination, post_events,
@@ -155,90 +205,6 @@ def test_a_success_resets_the_continuous_failure_clock(make_source, make_destina
     post_events(source_id, key, {"name": "x"})
     work()
     assert db.get(keys.failing_since(destination["id"])) is None
-
-
-def test_policy_concurrency_is_shared_across_destinations_and_workers(client, admin, make_source, make_destination,
-                                                                     post_events, rt):
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def reply(request):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        return Reply()
-
-    receiver = Receiver(reply).start()
-    try:
-        policy = client.post("/v1/policies", json={"name": "one-at-a-time", "concurrency": 1},
-                             headers=admin).get_json()
-        source_id, key = make_source()
-        destinations = [make_destination(receiver.url + f"/d{n}", policy_id=policy["id"], name=f"d{n}")
-                        for n in range(3)]
-        post_events(source_id, key, [{"name": f"e{n}"} for n in range(8)])
-        from hookgate.delivery.drain import Drainer
-        from hookgate.store import keys
-
-        def drain_until_done(destination_id: str) -> None:  # one drain job after another, concurrently
-            for _ in range(400):
-                Drainer(rt).drain(destination_id)
-                if not rt.db.zcard(keys.pending(destination_id)):
-                    return
-                time.sleep(0.02)
-
-        workers = [threading.Thread(target=drain_until_done, args=(d["id"],)) for d in destinations]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        receiver.wait_for(24, timeout=30)
-        assert len(receiver.requests) == 24 and peak[0] == 1
-    finally:
-        receiver.stop()
-
-
-def test_policy_rate_spaces_requests(client, admin, make_source, make_destination, post_events, receiver, work):
-    policy = client.post("/v1/policies", json={"name": "slow", "concurrency": 5, "rate_per_s": 10},
-                         headers=admin).get_json()
-    source_id, key = make_source()
-    make_destination(receiver.url, policy_id=policy["id"])
-    post_events(source_id, key, [{"name": f"e{n}"} for n in range(12)])
-    work()
-    arrived = receiver.wait_for(12, timeout=30)
-    assert len(arrived) == 12
-    assert arrived[-1].at - arrived[0].at >= 0.9  # 12 requests at 10/s (a burst of 2 allowed) take ≥ 1 s
-
-
-def test_a_dead_holder_does_not_leak_its_slot(db):
-    policy = {"id": "pol_test", "concurrency": 1}
-    dead = Throttle(db, policy, hold_ms=300)
-    assert dead.acquire()
-    other = Throttle(db, policy, hold_ms=300)
-    assert not other.acquire()
-    time.sleep(0.4)  # the dead holder never renews or releases
-    assert other.acquire()
-
-
-def test_lowering_a_limit_takes_effect_for_holders(db):
-    policy = {"id": "pol_low", "concurrency": 3}
-    holders = [Throttle(db, policy, hold_ms=10_000) for _ in range(3)]
-    assert all(h.acquire() for h in holders)
-    for holder in holders:
-        holder.refresh({"id": "pol_low", "concurrency": 1})
-    assert [h.acquire() for h in holders] == [False, False, True]
-
-
-def test_policies_api(client, admin, receiver, make_destination):
-    assert client.post("/v1/policies", json={"name": "p", "concurrency": 0}, headers=admin).status_code == 422
-    policy = client.post("/v1/policies", json={"name": "p", "concurrency": 2}, headers=admin).get_json()
-    assert client.patch(f"/v1/policies/{policy['id']}", json={"concurrency": 4},
-                        headers=admin).get_json()["concurrency"] == 4
-    make_destination(receiver.url, policy_id=policy["id"])
-    assert client.delete(f"/v1/policies/{policy['id']}", headers=admin).status_code == 409
-    assert client.post("/v1/destinations", json={"name": "x", "url": receiver.url, "policy_id": "pol_nope"},
-                       headers=admin).status_code == 422
 
 
 def test_batches_are_sent_as_one_request_per_batch(client, admin, make_source, make_destination, post_events,
@@ -319,13 +285,50 @@ def test_a_retried_batch_keeps_its_webhook_id(make_source, make_destination, pos
         receiver.stop()
 
 
-def test_a_policy_rate_holds_for_batches(client, admin, make_source, make_destination, post_events, receiver,
-                                         work):
-    policy = client.post("/v1/policies", json={"name": "slow", "concurrency": 1, "rate_per_s": 4},
-                         headers=admin).get_json()
+def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, make_destination, post_events, db):
+    """A job whose lease lapsed (its receiver was slower than the lease) can no longer renew, release
+    or record the delivery once another job has taken it: only the holder's outcome counts."""
+    from hookgate.delivery import queue as pending
+    from hookgate.delivery.recorder import Recorder, outcome_writes
+
     source_id, key = make_source()
-    make_destination(receiver.url, policy_id=policy["id"], batch={"size": 1, "max_wait_s": 0})
-    post_events(source_id, key, [{"name": f"e{n}"} for n in range(6)])
-    work()
-    arrived = receiver.wait_for(6, timeout=30)
-    assert len(arrived) == 6 and arrived[-1].at - arrived[0].at >= 0.9  # 6 at 4/s (a burst of 2 allowed)
+    destination = make_destination("http://127.0.0.1:9/never")
+    post_events(source_id, key, {"name": "x"})
+    did = destination["id"]
+    [delivery_id] = pending.take(db, did, 10, 30, 60_000, "job-a")
+    time.sleep(0.05)
+    assert pending.reclaim_expired(db) == 1  # job A's lease lapsed: back to pending
+    assert pending.take(db, did, 10, 60_000, 60_000, "job-b") == [delivery_id]
+    assert pending.renew(db, did, [delivery_id], 60_000, 60_000, "job-a") == []
+    assert pending.release(db, did, [delivery_id], "job-a") == 0
+    assert db.zscore(keys.leases, f"{did}|{delivery_id}") is not None and not db.zcard(keys.pending(did))
+    assert pending.renew(db, did, [delivery_id], 60_000, 60_000, "job-b") == [delivery_id]
+
+    created = int(db.hget(keys.delivery(delivery_id), "created_at"))
+    recorder = Recorder(db)
+    recorder.submit(outcome_writes(did, delivery_id, "pending", "error", {"status": "error"}, '{"by": "a"}',
+                                   created, None, 60, 50, "job-a"))
+    recorder.flush()
+    assert db.hget(keys.delivery(delivery_id), "status") == "pending" and not db.llen(keys.attempts(delivery_id))
+    recorder.submit(outcome_writes(did, delivery_id, "pending", "delivered", {"status": "delivered"},
+                                   '{"by": "b"}', created, None, 60, 50, "job-b"))
+    recorder.close()
+    assert db.hget(keys.delivery(delivery_id), "status") == "delivered"
+    assert db.lrange(keys.attempts(delivery_id), 0, -1) == ['{"by": "b"}']
+    assert db.zscore(keys.leases, f"{did}|{delivery_id}") is None
+    assert not db.hexists(keys.lease_holders, f"{did}|{delivery_id}")
+    assert db.zscore(keys.status("delivered"), delivery_id) is not None
+
+
+def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
+    """Regression: the recorder cleared the status set its worker read, not the one the delivery was in."""
+    from hookgate.delivery.recorder import Recorder, outcome_writes
+
+    db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})  # changed since it was read
+    db.zadd(keys.status("pending"), {"dlv_1": 1})
+    recorder = Recorder(db)
+    recorder.submit(outcome_writes("dst_1", "dlv_1", "bounced", "delivered", {"status": "delivered"}, None, 1, None,
+                                   60, 50))
+    recorder.close()
+    assert db.zscore(keys.status("pending"), "dlv_1") is None
+    assert db.zscore(keys.status("delivered"), "dlv_1") == 1

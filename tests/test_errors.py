@@ -123,6 +123,20 @@ def test_bad_query_parameters_are_422(client, admin):
     assert_error(client.get("/v1/deliveries?cursor=zzz", headers=admin), 422)
 
 
+def test_out_of_range_times_unicode_digits_and_deep_nesting_answer_4xx(client, admin, make_source, post_events):
+    """Regression: each of these inputs once made the API answer 500."""
+    source_id, key = make_source()
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        assert post_events(source_id, key, {"name": "a", "time": moment}).status_code == 422
+    mixed = post_events(source_id, key, [{"name": "a"}, {"name": "b", "time": "0001-01-01T00:00:00+01:00"}])
+    assert mixed.status_code == 202 and [r["status"] for r in mixed.get_json()["results"]] == ["accepted", "rejected"]
+    assert client.get("/v1/deliveries?limit=\u00b2", headers=admin).status_code == 422
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post(f"/v1/sources/{source_id}/events", data=deep, content_type="application/json",
+                           headers={"X-Hookgate-Key": key})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),

@@ -340,6 +340,20 @@ def test_a_bad_document_is_refused_whole_with_details_and_nothing_is_written(bui
                                                                          "document or here."]}}}
 
 
+@pytest.mark.parametrize("kind", [["basic"], {"basic": True}])
+def test_an_imported_auth_profile_whose_type_is_not_a_string_is_a_422(client, admin, kind):
+    """Regression: an imported auth profile whose type is not a string answered 500, not 422."""
+    profile = client.post("/v1/auth-profiles", headers=admin, json={
+        "name": "b", "type": "basic", "endpoint_prefix": "https://x.example/basic", "username": "u",
+        "password": "p4ssword"})
+    assert profile.status_code == 201, profile.get_json()
+    document = client.get("/v1/export", headers=admin).get_json()
+    document["auth_profiles"][0]["type"] = kind
+    refused = client.post("/v1/import", headers=admin, json=document)
+    assert refused.status_code == 422, (refused.status_code, refused.get_json())
+    assert "type" in json.dumps(refused.get_json()["error"]["details"])
+
+
 def test_the_cli_exports_to_a_file_and_imports_it(build, client, admin, db, redis_url, tmp_path):
     ids = build()
     runner = CliRunner()

@@ -184,7 +184,8 @@ def test_deliveries_are_listed_newest_first_with_filters_and_cursor(
 
     errors = client.get(f"/v1/deliveries?status=error&destination_id={bad['id']}", headers=admin).get_json()["items"]
     assert len(errors) == 7 and {d["destination_id"] for d in errors} == {bad["id"]}
-    assert client.get(f"/v1/deliveries?status=error&destination_id={good['id']}", headers=admin).get_json()["items"] == []
+    assert client.get(f"/v1/deliveries?status=error&destination_id={good['id']}",
+                      headers=admin).get_json()["items"] == []
     by_event = client.get(f"/v1/deliveries?event_id={ids[3]}", headers=admin).get_json()["items"]
     assert {d["destination_id"] for d in by_event} == {good["id"], bad["id"]}
 

@@ -1,7 +1,9 @@
-"""The plugin system: hookspecs, the manager, a third-party package found through its entry point."""
+"""The plugin system: hookspecs, the manager, a third-party package found through its entry point, a
+plugin blocked after its destinations were made, and plugin verdicts hookgate cannot act on."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -15,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from hookgate import create_app, hookspecs, runtime
+from hookgate.delivery.worker import run_burst
 from hookgate.hookspecs import hookimpl
 from hookgate.plugins import BUILTIN_PLUGINS, PluginError, load, make_manager
 from hookgate.presets import Preset, Verdict
 
 from .receiver import Receiver, Reply
+from .test_presets import CM_TOKEN, PHONE, VONAGE, VONAGE_OK, created, deliveries
 
 EXAMPLE = Path(__file__).parent / "data" / "example_plugin"
 
@@ -293,3 +297,114 @@ def test_a_plugin_preset_with_a_user_preset_s_name_does_not_read_its_destination
     finally:
         runtime.install(None)
         load()
+
+
+# -- a plugin blocked, and verdicts hookgate cannot act on ---------------------------------------------
+
+def test_a_plugin_blocked_after_its_destinations_were_made_ends_their_deliveries_with_the_reason(
+        settings, client, admin, answering, make_source):
+    """Regression: a template whose plugin filter is gone crashed its job, not a render error."""
+    sms = answering(lambda r: Reply(200, VONAGE_OK))
+    vonage = created(client, admin, {"preset": "sms.vonage", "params": {**VONAGE, "url": sms.url}})
+    cm = created(client, admin, {"preset": "sms.cm", "params": {
+        "product_token": CM_TOKEN, "sender": "Shop", "url": sms.url, "batch_size": 1}})
+    source, key = make_source()
+    # the instance restarts with the sms plugin blocked
+    app = create_app(dataclasses.replace(settings, blocked_plugins=("sms",)))
+    rt = app.extensions["hookgate"]
+    try:
+        runtime.install(rt)
+        blocked = app.test_client()
+        posted = blocked.post(f"/v1/sources/{source}/events", headers={"X-Hookgate-Key": key},
+                              json={"name": "order", "profile": {"phone": PHONE}})
+        assert posted.status_code == 202
+        run_burst(rt, max_rounds=20)
+        assert sms.requests == []
+        for made in (vonage, cm):
+            [delivery] = deliveries(blocked, admin, made["id"])
+            assert delivery["status"] == "error", delivery
+            assert "template does not compile" in delivery["last_error"], delivery["last_error"]
+            assert "No filter named 'sms_" in delivery["last_error"], delivery["last_error"]
+            assert [a["outcome"] for a in delivery["attempt_log"]] == ["error"]
+        assert rt.queue.failed_job_registry.count == 0
+        tried = blocked.post(f"/v1/destinations/{vonage['id']}/test", headers=admin)
+        assert tried.status_code == 200, tried.get_data(as_text=True)
+        assert tried.get_json()["error"]["code"] == "render_failed"
+        assert "No filter named 'sms_" in tried.get_json()["error"]["message"]
+    finally:
+        runtime.install(None)
+        load()
+
+
+class Careless:
+    """A third-party plugin whose batch preset answers with verdicts hookgate cannot act on."""
+
+    def __init__(self, verdict):
+        self.verdict = verdict
+
+    @hookimpl
+    def register_presets(self, register):
+        register(Preset(name="careless.batch", title="c", base_url="https://example.com",
+                        batch={"size": 1, "max_wait_s": 0}))
+
+    @hookimpl
+    def classify_response(self, preset, response, references):
+        if preset.name == "careless.batch":
+            return self.verdict(references)
+
+
+@pytest.fixture
+def careless(settings, admin, answering):
+    """Deliver one event through ``careless.batch`` with a plugin answering ``verdict(references)``;
+    returns the delivery, the number of requests the receiver got, and the failed jobs."""
+    receiver = answering(lambda r: Reply(200, b'{"ok": true}'))
+    app = create_app(settings)
+    rt = app.extensions["hookgate"]
+
+    def deliver(verdict):
+        rt.plugins = load((), (Careless(verdict),))
+        runtime.install(rt)
+        client = app.test_client()
+        made = created(client, admin, {"preset": "careless.batch", "params": {"url": receiver.url}})
+        source = client.post("/v1/sources", headers=admin, json={"name": "s"}).get_json()
+        client.post(f"/v1/sources/{source['id']}/events", headers={"X-Hookgate-Key": source["key"]},
+                    json={"name": "x"})
+        run_burst(rt)
+        [delivery] = deliveries(client, admin, made["id"])
+        return delivery, len(receiver.requests), rt.queue.failed_job_registry.count
+
+    try:
+        yield deliver
+    finally:
+        runtime.install(None)
+        load()
+
+
+@pytest.mark.parametrize("verdict", [
+    lambda refs: Verdict("bounced", reason="throttled", retry_after_s="30"),
+    lambda refs: Verdict("delivered", items={ref: "Accepted" for ref in refs}),
+    lambda refs: Verdict("error", reason=["not", "text"]),
+], ids=["retry_after_s-as-text", "items-not-verdicts", "reason-not-text"])
+def test_a_plugin_verdict_hookgate_cannot_act_on_falls_back_to_the_status_code(careless, verdict):
+    """Regression: a plugin's verdict was used unchecked."""
+    delivery, requests, failed_jobs = careless(verdict)
+    assert delivery["status"] == "delivered", delivery
+    assert [a["outcome"] for a in delivery["attempt_log"]] == ["delivered"]
+    assert requests == 1 and failed_jobs == 0
+
+
+def test_a_batch_whose_outcome_cannot_be_recorded_ends_and_is_not_sent_again(careless):
+    """A verdict that cannot be stored (its reason is no string) never leaves its batch leased to be
+    sent again, whichever of the verdict check and the batch's guard catches it."""
+    delivery, requests, failed_jobs = careless(lambda refs: Verdict("delivered", reason=["not", "text"]))
+    assert delivery["status"] in ("delivered", "error"), delivery  # settled, not leased to be sent again
+    assert len(delivery["attempt_log"]) == 1 and delivery["next_attempt_at"] is None
+    assert requests == 1 and failed_jobs == 0
+
+
+def test_a_plugin_verdict_s_retry_delay_is_capped_at_a_day_like_retry_after(careless):
+    """Regression: a plugin verdict's retry delay had no cap."""
+    before = int(time.time() * 1000)
+    delivery, requests, _ = careless(lambda refs: Verdict("bounced", reason="later", retry_after_s=1e300))
+    assert delivery["status"] == "bounced" and "later" in delivery["last_error"] and requests == 1
+    assert before + 86_000_000 <= delivery["next_attempt_at"] <= int(time.time() * 1000) + 86_400_000

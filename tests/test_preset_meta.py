@@ -10,9 +10,9 @@ import urllib.parse
 
 import pytest
 
+from hookgate.builtin_plugins import meta
 from hookgate.delivery.http import Response
 from hookgate.store import now_ms
-from plugins import meta
 
 from .receiver import Receiver, Reply
 

@@ -15,6 +15,7 @@ from hookgate.presets import MASK
 from hookgate.store import now_ms
 
 from .receiver import Reply
+from .test_presets import PHONE, created, deliveries
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "twilio-auth-t0ken-9f8e7d"
@@ -283,7 +284,7 @@ def test_cm_sends_one_batch_and_records_each_messages_own_outcome(arrangement, r
         {"from": "ShopCo", "to": [{"number": "00" + phone[1:]}], "body": {"type": "auto", "content": f"Hi {n}"},
          "allowedChannels": ["SMS"], "minimumNumberOfMessageParts": 1, "maximumNumberOfMessageParts": 8,
          "reference": event_id.replace("_", "")}
-        for n, (phone, event_id) in enumerate(zip(PHONES, ids))]}}
+        for n, (phone, event_id) in enumerate(zip(PHONES, ids, strict=True))]}}
     assert all(len(m["reference"]) <= 32 and m["reference"].isalnum() for m in body["messages"]["msg"])
     assert [d["status"] for d in deliveries] == ["error" if n == rejected else "delivered" for n in range(3)]
     assert [d["last_error"] for d in deliveries] == [
@@ -345,6 +346,44 @@ def test_cm_skips_phoneless_events_and_sends_the_rest_in_one_batch(answering, sm
     assert [m["to"] for m in msgs] == [[{"number": "00447911000001"}], [{"number": "00447911000003"}]]
     assert {m["maximumNumberOfMessageParts"] for m in msgs} == {2}
     assert (sent["status"], skipped["status"], also_sent["status"]) == ("delivered", "skipped", "delivered")
+
+
+def cm_accepts(request) -> Reply:
+    """CM.com's answer: every message of the request Accepted, under its reference."""
+    messages = json.loads(request.body)["messages"]["msg"]
+    return Reply(200, json.dumps({"details": "Created 1 message(s)", "errorCode": 0, "messages": [
+        {"to": m["to"][0]["number"], "status": "Accepted", "reference": m["reference"], "parts": 1,
+         "messageDetails": None, "messageErrorCode": 0} for m in messages]}).encode())
+
+
+def test_cm_per_message_verdicts_apply_to_a_single_delivery(client, admin, answering, make_source, post_events, work):
+    """Regression: per-message verdicts held in a batch only, not for a single delivery."""
+    cm = answering(cm_accepts)
+    single = created(client, admin, {"preset": "sms.cm", "batch": None, "params": {
+        "product_token": CM_TOKEN, "sender": "Shop", "url": cm.url}, "template": (
+        '{"messages": {"authentication": {"producttoken": {{ params.product_token | tojson }}}, "msg": [{'
+        '"from": {{ params.sender | tojson }}, "to": [{"number": {{ event | sms_phone("00") | tojson }}}], '
+        '"body": {"type": "auto", "content": {{ event | sms_text | tojson }}}, '
+        '"reference": {{ event.id | sms_reference | tojson }}}]}}')})
+    assert single["batch"] is None
+    source, key = make_source()
+    assert post_events(source, key, {"name": "x", "profile": {"phone": PHONE}}).status_code == 202
+    work()
+    assert len(cm.requests) == 1
+    [delivery] = deliveries(client, admin, single["id"])
+    assert delivery["status"] == "delivered", delivery
+    assert [(a["outcome"], a["error"]) for a in delivery["attempt_log"]] == [("delivered", None)]
+
+
+def test_cm_per_message_verdicts_apply_to_a_test_send(client, admin, answering):
+    """Regression: per-message verdicts held in a batch only, not for a trial."""
+    cm = answering(cm_accepts)
+    batch = created(client, admin, {"preset": "sms.cm", "params": {"product_token": CM_TOKEN, "sender": "Shop",
+                                                                   "url": cm.url}})
+    tried = client.post(f"/v1/destinations/{batch['id']}/test", headers=admin, json={"send": True}).get_json()
+    assert len(cm.requests) == 1
+    assert json.loads(tried["response"]["body"])["messages"][0]["status"] == "Accepted"
+    assert tried["response"]["outcome"] == "delivered" and tried["response"]["reason"] is None
 
 
 # -- Vonage ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hookgate.store import keys
+
 from .receiver import Receiver, Reply
 
 
@@ -30,6 +32,19 @@ def test_a_failed_delivery_is_replayed_with_the_same_webhook_id(client, admin, m
         assert len({r.header("webhook-id") for r in receiver.requests}) == 1
     finally:
         receiver.stop()
+
+
+def test_a_delivery_being_sent_cannot_be_replayed(client, admin, make_source, make_destination, post_events, work,
+                                                  db):
+    """Regression: a delivery a worker held under lease could be replayed."""
+    source_id, key = make_source()
+    destination = make_destination("http://127.0.0.1:9/", retry_schedule=[60])
+    event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
+    work()
+    [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
+    assert delivery["status"] == "bounced"
+    db.zadd(keys.leases, {f"{destination['id']}|{delivery['id']}": 10**13})  # a worker holds it right now
+    assert client.post(f"/v1/deliveries/{delivery['id']}/replay", headers=admin).status_code == 409
 
 
 def test_bulk_replay_by_status_and_window_reports_progress(client, admin, make_source, make_destination,

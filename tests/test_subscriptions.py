@@ -1,5 +1,6 @@
-"""Subscriptions: names and patterns, categories, channels, sources, excluded origins, payload
-conditions and required fields — through real ingest, real workers and a real receiver."""
+"""Subscriptions and routing: names and patterns, categories, channels, sources, excluded origins, payload
+conditions and required fields — through real ingest, real workers and a real receiver; fan-out; and the
+routing index (exact names, patterns, disabled destinations, rebuilt when the configuration changes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 
 import pytest
 
+from hookgate.destinations import DestinationStore
 from hookgate.filters import compile_condition, validate_condition
+from hookgate.routing import Router, RoutingIndex
 
 PURCHASE = {"name": "purchase", "user_id": "u1", "origin": "api", "channel": "email",
             "data": {"amount": 120, "currency": "EUR", "tags": ["vip"], "sku": "A-1"},
@@ -23,7 +26,8 @@ def test_subscribing_by_category_or_by_platform_name(client, make_source, make_d
     make_destination(receiver.url + "/by-category", events=["survey_response"])
     make_destination(receiver.url + "/by-name", events=["SURVEY_RESPONSE_SUBMIT"])
     make_destination(receiver.url + "/by-filter", categories=["survey_response", "feedback"])
-    body = {"response": {"data": {"surveyId": "s1", "questionResponses": [], "activity": {"time": "2024-03-06T08:00:00Z"}}}}
+    body = {"response": {"data": {"surveyId": "s1", "questionResponses": [],
+                                  "activity": {"time": "2024-03-06T08:00:00Z"}}}}
     response = client.post(f"/v1/sources/{source_id}/events", json=body, headers={"X-Hookgate-Key": key})
     assert response.status_code == 202, response.get_json()
     work()
@@ -46,6 +50,34 @@ def test_channels_sources_and_excluded_origins(make_source, make_destination, po
     seen = sorted((r.path, json.loads(r.body)["channel"], json.loads(r.body)["origin"]) for r in arrived)
     assert seen == [("/people", None, "ui"), ("/shop", "email", "api"), ("/shop", "sms", "api"),
                     ("/sms", "sms", "api")]
+
+
+def test_a_list_of_events_fans_out_to_every_subscribed_destination(
+    make_source, make_destination, post_events, receiver, work
+):
+    source_id, key = make_source()
+    surveys = make_destination(receiver.url + "/surveys", events=["survey_response"])
+    journeys = make_destination(receiver.url + "/journeys", events=["journey.*"])
+    everything = make_destination(receiver.url + "/all", events=["*"])
+    make_destination(receiver.url + "/never", events=["feedback"])
+    events = [
+        {"name": "survey_response", "user_id": "u1"},
+        {"name": "journey.created", "user_id": "u2"},
+        {"name": "journey.deleted", "user_id": "u3"},
+        {"name": "journeys_overview"},  # not journey.*: only "*" gets it
+    ]
+    response = post_events(source_id, key, events)
+    assert response.status_code == 202 and response.get_json()["accepted"] == 4
+    work()
+    arrived = receiver.wait_for(7)
+    by_path: dict[str, list[str]] = {}
+    for request in arrived:
+        by_path.setdefault(request.path, []).append(json.loads(request.body)["name"])
+    assert sorted(by_path["/surveys"]) == ["survey_response"]
+    assert sorted(by_path["/journeys"]) == ["journey.created", "journey.deleted"]
+    assert sorted(by_path["/all"]) == sorted(e["name"] for e in events)
+    assert "/never" not in by_path
+    assert surveys["id"] != journeys["id"] != everything["id"]
 
 
 CONDITIONS = [
@@ -137,3 +169,61 @@ def test_one_destination_many_subscriptions_and_many_destinations_one_event(make
     work()
     arrived = receiver.wait_for(8)
     assert sorted(r.path for r in arrived) == ["/d0", "/d1", "/d2", "/d3", "/d4", "/many", "/many", "/many"]
+
+
+def test_routing_follows_destination_changes(client, admin, make_source, make_destination, post_events, receiver,
+                                             work):
+    source_id, key = make_source()
+    destination = make_destination(receiver.url, events=["a"])
+    post_events(source_id, key, {"name": "b"})
+    response = client.patch(f"/v1/destinations/{destination['id']}", json={"events": ["b"]}, headers=admin)
+    assert response.status_code == 200 and response.get_json()["events"] == ["b"]
+    post_events(source_id, key, {"name": "b"})
+    work()
+    assert len(receiver.wait_for(1)) == 1
+    client.delete(f"/v1/destinations/{destination['id']}", headers=admin)
+    post_events(source_id, key, {"name": "b"})
+    work()
+    assert len(receiver.requests) == 1
+
+
+# -- the routing index ---------------------------------------------------------------------------------
+
+def dest(did, events, enabled=True):
+    return {"id": did, "events": events, "enabled": enabled}
+
+
+def ids(index, name):
+    return [d["id"] for d in index.match({"name": name})]
+
+
+def test_exact_names_and_patterns():
+    index = RoutingIndex([
+        dest("a", ["survey_response"]), dest("b", ["journey.*"]), dest("c", ["*"]), dest("d", ["push_*", "x?z"]),
+        dest("e", ["journey.created", "journey.*"]), dest("off", ["*"], enabled=False), dest("f", ["*.deleted"]),
+    ])
+    assert ids(index, "survey_response") == ["a", "c"]
+    assert sorted(ids(index, "journey.created")) == ["b", "c", "e"]
+    assert sorted(ids(index, "journey.deleted")) == ["b", "c", "e", "f"]
+    assert sorted(ids(index, "push_notification_accepted")) == ["c", "d"]
+    assert sorted(ids(index, "xyz")) == ["c", "d"]
+    assert ids(index, "journey") == ["c"]  # journey.* needs the dot
+
+
+def test_many_destinations_match_only_their_own():
+    index = RoutingIndex([dest(f"d{n}", [f"event_{n}", f"group{n % 10}.*"]) for n in range(10_000)])
+    assert ids(index, "event_1234") == ["d1234"]
+    assert len(ids(index, "group3.anything")) == 1000
+
+
+def test_router_rebuilds_only_when_configuration_changes(db):
+    store = DestinationStore(db)
+    router = Router(db)
+    first = store.create({"name": "a", "url": "http://example.com", "events": ["a"], "enabled": True,
+                          "method": "POST", "format": "json", "headers": {}, "timeout_s": 5.0})
+    index = router.index()
+    assert [d["id"] for d in index.match({"name": "a"})] == [first["id"]]
+    assert router.index() is index  # unchanged: no rebuild
+    store.update(first["id"], {"events": ["b"]})
+    assert router.index() is not index
+    assert router.match({"name": "a"}) == [] and len(router.match({"name": "b"})) == 1

@@ -15,7 +15,8 @@ PRESET = Preset(
     base_url="https://api.acme.example",
     path="/v1/{{ params.workspace | urlencode }}/notify",
     headers={"X-Acme-Key": "{{ params.api_key }}"},
-    template='{"to": {{ event.user_id | tojson }}, "text": {{ (data.message or event.name) | example_shout | tojson }}}',
+    template=('{"to": {{ event.user_id | tojson }}, '
+              '"text": {{ (data.message or event.name) | example_shout | tojson }}}'),
     params=(
         Param("workspace", required=True, description="Your Acme workspace"),
         Param("api_key", required=True, secret=True, description="An Acme API key"),
