@@ -190,7 +190,7 @@ class Receiver:
     def take(self) -> list[tuple[int, float]]:
         assert self._seqs is not None and self._latencies is not None, "Receiver(arrivals=...) not set"
         n = self._arrived.value
-        got = list(zip(self._seqs[:n], self._latencies[:n]))
+        got = list(zip(self._seqs[:n], self._latencies[:n], strict=True))
         self._arrived.value = 0  # only between phases, when nothing is in flight
         return got
 

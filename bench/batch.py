@@ -69,7 +69,7 @@ def run_worker(redis_url: str, receiver: Receiver, events: int, log_path: pathli
     if code != 0:
         raise BenchError(f"the worker exited with code {code}" + tail(log_path))
     after = receiver.snapshot()
-    counts = [a - b for a, b in zip(after, before)]
+    counts = [a - b for a, b in zip(after, before, strict=True)]
     counts[MAX_ITEMS] = after[MAX_ITEMS]  # a maximum, not a counter (phases are run smallest batches first)
     return Phase(events, counts, wall, first, exited)
 

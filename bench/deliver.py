@@ -95,7 +95,7 @@ def print_table(events: int, rows: list[tuple[float, float, float]]) -> None:
           f"{'ratio':>5}  (target ≥ {TARGET_RATIO:.2f})  {'worker start→1st delivery':>25}")
     named = [(str(i), row) for i, row in enumerate(rows, 1)]
     if len(rows) > 1:
-        baseline, hookgate, first = (statistics.median(column) for column in zip(*rows))
+        baseline, hookgate, first = (statistics.median(column) for column in zip(*rows, strict=True))
         named.append(("median", (baseline, hookgate, first)))
     for name, (baseline, hookgate, first) in named:
         ratio = hookgate / baseline

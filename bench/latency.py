@@ -17,6 +17,7 @@ Run: ``/path/to/venv/bin/python bench/latency.py [--rate 200] [--duration 20]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -72,20 +73,14 @@ class Processes:
     def stop(self) -> None:
         for _, process in self.children:
             if process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)  # gunicorn: graceful; RQ: warm shutdown
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 15
         for _, process in self.children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)  # whatever is left of its session
-            except (ProcessLookupError, PermissionError):
-                pass
             process.wait()
 
 
@@ -199,7 +194,8 @@ def print_report(rows: list[dict[str, Any]], rate: float, duration: float, sende
     print(f"{'':>10}  {'sent':>6}  {'rate/s':>7}  {'received':>8}  {'dup':>4}  {'p50 ms':>7}  {'p90 ms':>7}  "
           f"{'p99 ms':>7}  {'max ms':>7}  {'POST p50/p99 ms':>16}")
     for row in rows:
-        print(f"{row['name']:>10}  {row['sent']:>6}  {row['rate']:>7.1f}  {row['received']:>8}  {row['duplicates']:>4}  "
+        print(f"{row['name']:>10}  {row['sent']:>6}  {row['rate']:>7.1f}  {row['received']:>8}  "
+              f"{row['duplicates']:>4}  "
               f"{row['p50']:>7.1f}  {row['p90']:>7.1f}  {row['p99']:>7.1f}  {row['max']:>7.1f}  "
               f"{row['post_p50']:>7.1f}/{row['post_p99']:<8.1f}")
     hookgate = rows[-1]
