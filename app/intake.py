@@ -26,14 +26,14 @@ from .filters import missing_required
 from .runtime import Runtime
 from .store import keys, new_id, now_ms
 
-__all__ = ["Intake", "Outcome"]
+__all__ = ["Intake", "IngestResult"]
 
 log = logging.getLogger(__name__)
 RESERVATION_S = 60
 
 
 @dataclass
-class Outcome:
+class IngestResult:
     """The answer to one ingest request."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -66,22 +66,22 @@ class Intake:
         self.retention = int(rt.settings.event_retention_s)
 
     def accept(self, source_id: str, events: list[tuple[int, dict[str, Any]]], *,
-               from_request: bool = False) -> Outcome:
+               from_request: bool = False) -> IngestResult:
         """Store each new event and its deliveries in one transaction; report every event's fate."""
         claims = self._claim(source_id, events)
         originals = self._originals(source_id, [e for _, e in events if e.get("external_id") and not claims[e["id"]]])
-        outcome = Outcome()
+        result = IngestResult()
         fresh: list[dict[str, Any]] = []
         reserved: list[str] = []
         for index, event in events:
             external = event.get("external_id")
             if external and not claims[event["id"]]:
-                outcome.results.append(_repeated(index, originals.get(external)))
+                result.results.append(_repeated(index, originals.get(external)))
                 continue
             if external:
                 reserved.append(keys.idempotency(source_id, external))
             fresh.append(event)
-            outcome.results.append({"index": index, "status": "accepted", "id": event["id"]})
+            result.results.append({"index": index, "status": "accepted", "id": event["id"]})
         if fresh:
             try:
                 woken = self._store(source_id, fresh, from_request=from_request)
@@ -90,8 +90,8 @@ class Intake:
                     self.db.delete(*reserved)
                 raise
             self._wake(woken)
-        outcome.results.sort(key=lambda r: r["index"])
-        return outcome
+        result.results.sort(key=lambda r: r["index"])
+        return result
 
     def _claim(self, source_id: str, events: list[tuple[int, dict[str, Any]]]) -> dict[str, bool]:
         """Reserve the ids of events that carry one (``external_id``): event id → whether this request

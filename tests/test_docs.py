@@ -59,3 +59,15 @@ def test_the_readme_documents_the_public_api_and_the_example_uses_only_it():
     example = (ROOT / "tests/data/example_plugin/hookgate_example.py").read_text()
     assert re.findall(r"^(?:from|import) hookgate\S*", example, re.M) == ["from hookgate"]
     assert "from hookgate import Param, Preset, Verdict, hookimpl" in README
+
+
+def test_the_module_map_names_every_module_and_only_modules_that_exist():
+    block = section("## Development").split("```\napp/", 1)[1].split("```", 1)[0]
+    words = set(re.findall(r"[a-z_]+(?:\.py)?", block))
+    for path in (ROOT / "app").rglob("*.py"):
+        if path.name != "__init__.py" or path.parent == ROOT / "app":
+            assert path.name in words or path.stem in words, f"{path.relative_to(ROOT)} is not in the module map"
+    for folder in [p for p in (ROOT / "app").iterdir() if (p / "__init__.py").is_file()]:
+        assert f"{folder.name}/" in block, folder.name
+    for named in re.findall(r"\b([a-z_]+\.py)\b", block):
+        assert list((ROOT / "app").rglob(named)) or (ROOT / named).is_file(), f"{named} does not exist"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from hookgate import create_app, runtime
-from hookgate.delivery.aftermath import Aftermath
+from hookgate.delivery.followups import FollowUps
 from hookgate.delivery.ticker import tick
 from hookgate.notify import send_due
 from hookgate.store import keys, now_ms
@@ -144,7 +144,7 @@ def test_a_tripped_breaker_is_e_mailed_to_the_notify_address(client, admin, trip
 
 def test_the_ticker_is_what_sends_the_e_mail(client, admin, make_destination, failing, smtp, rt, db):
     flaky = make_destination(failing.url, name="flaky", notify={"email": OPS, "interval_s": 60})
-    Aftermath(rt).disable(flaky, "failing", "failing continuously for 2.0 h")
+    FollowUps(rt).disable(flaky, "failing", "failing continuously for 2.0 h")
     assert shown(client, admin, flaky["id"])["enabled"] is False
     assert db.zscore(keys.notify, flaky["id"]) is not None and smtp.messages == []  # scheduled, not sent
     tick(rt)

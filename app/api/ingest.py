@@ -136,13 +136,13 @@ def _accept(rt: Runtime, source: dict[str, Any]) -> dict[str, Any]:
     events = _canonical(source["id"], parsed, errors, one_by_one)
     if errors and not events:
         raise ValidationError("none of the events is valid", errors)
-    outcome = Intake(rt).accept(source["id"], events, from_request=True)
+    result = Intake(rt).accept(source["id"], events, from_request=True)
     for position, details in errors.items():
-        outcome.results.append({"index": int(position), "status": "rejected", "errors": details})
-    outcome.results.sort(key=lambda r: r["index"])
-    if not isinstance(payload, list) and outcome.results and outcome.results[0]["status"] == "conflict":
+        result.results.append({"index": int(position), "status": "rejected", "errors": details})
+    result.results.sort(key=lambda r: r["index"])
+    if not isinstance(payload, list) and result.results and result.results[0]["status"] == "conflict":
         raise Conflict("an event with this id is still being stored; retry", {"id": parsed[0][1].get("id")})
-    return outcome.body()
+    return result.body()
 
 
 def _parsed(kind: str, payload: Any, from_xml: list[dict[str, Any]] | None,

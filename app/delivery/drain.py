@@ -8,8 +8,8 @@ is spent, in which case it enqueues its successor so other destinations get thei
 
 Each delivery goes through the same steps, each a method here or a module of its own:
 take (``queue.take``, ``_load``) → render (``_render``, ``request.py``; a batch: ``batch.py``) →
-authenticate and send (``dispatch.py``) → classify (``outcomes.decide``) → record (``_record``,
-``recorder.py``) → follow-ups (``aftermath.py``: outcome events, fail branch, breaker, statistics).
+authenticate and send (``dispatch.py``) → classify (``classify.classify_attempt``) → record (``_record``,
+``recorder.py``) → follow-ups (``followups.py``: outcome events, fail branch, breaker, statistics).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from ..presets import Verdict
 from ..rendering import Rendered, RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
-from .aftermath import Aftermath
 from .batch import render_batch
+from .classify import classify_attempt
 from .dispatch import Dispatcher
+from .followups import FollowUps
 from .http import Response
-from .outcomes import decide
 from .recorder import Recorder, outcome_writes
 from .request import Outgoing, PresetRequest, Presets, outgoing, request_headers
 
@@ -69,7 +69,7 @@ class Drainer:
         self.settings = rt.settings
         self.destinations = DestinationStore(rt.db)
         self.recorder = Recorder(rt.db)
-        self.aftermath = Aftermath(rt)
+        self.followups = FollowUps(rt)
         self.presets = Presets(rt)
         self.dispatcher = Dispatcher(rt)
         self.throttle: Throttle | None = None
@@ -138,7 +138,7 @@ class Drainer:
 
     def _settle(self, destination: dict[str, Any]) -> None:
         """Follow-ups of a chunk (statistics, the breaker), once its outcomes are written."""
-        self.aftermath.settle(destination, self.settled)
+        self.followups.after_chunk(destination, self.settled)
         self.settled = []
 
     def _yielded(self, destination_id: str) -> bool:
@@ -269,7 +269,7 @@ class Drainer:
         """One delivery: render, authenticate and send, then classify, record and follow up."""
         try:
             preset = self.presets.request(destination)
-            reason = preset.skip(event, preset.params) if preset.skip is not None else None
+            reason = preset.screen(event, preset.params) if preset.screen is not None else None
             if reason:
                 return self._close(destination["id"], delivery, "skipped", reason)
             request = self._render(destination, delivery, event, preset)
@@ -360,11 +360,11 @@ class Drainer:
     def _screened(self, destination_id: str, preset: PresetRequest, members: list[Member],
                   outcomes: list[str]) -> list[Member]:
         """The members the preset's plugin lets through; the others are skipped, with its reason."""
-        if preset.skip is None:
+        if preset.screen is None:
             return members
         kept = []
         for delivery, event in members:
-            reason = preset.skip(event, preset.params)
+            reason = preset.screen(event, preset.params)
             if reason:
                 outcomes.append(self._close(destination_id, delivery, "skipped", reason))
             else:
@@ -412,7 +412,7 @@ class Drainer:
         preset's classification of the response, which wins over hookgate's rule by status code."""
         attempt_no = int(delivery["attempts"]) + 1
         stamp = now_ms()
-        decision = decide(response, verdict, attempt_no, destination.get("retry_schedule"), stamp)
+        decision = classify_attempt(response, verdict, attempt_no, destination.get("retry_schedule"), stamp)
         attempt = {
             "attempt": attempt_no,
             "at": stamp,
@@ -429,7 +429,7 @@ class Drainer:
         self.settled.append(decision.outcome)
         if decision.status == "failed":
             self.settled.append("failed")
-        self.aftermath.after(destination, delivery, event, attempt, decision.status, decision.outcome)
+        self.followups.after_attempt(destination, delivery, event, attempt, decision.status, decision.outcome)
         return decision.outcome
 
     def _close(self, destination_id: str, delivery: dict[str, str], status: str, reason: str) -> str:

@@ -90,7 +90,6 @@ class GuardedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-_GuardedAdapter = GuardedAdapter  # the old name, until oauth.py imports the new one
 
 
 def _host_header(hostname: str, port: int | None) -> str:

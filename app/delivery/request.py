@@ -34,7 +34,7 @@ class PresetRequest(NamedTuple):
     headers: dict[str, str]
     params: dict[str, Any]
     plugin: Preset | None
-    skip: Screen | None
+    screen: Screen | None
     hidden: tuple[str, ...]  # secret texts an error message must not show
 
 

@@ -18,8 +18,8 @@ from ..presets import MASK, SAMPLE_EVENT, URL_MASK
 from ..rendering import Rendered, RenderError, render_delivery
 from ..runtime import Runtime
 from .batch import render_batch
+from .classify import classify
 from .dispatch import Dispatcher
-from .outcomes import classify
 from .request import PresetRequest, Presets, request_headers, with_query
 
 __all__ = ["try_destination"]
@@ -33,7 +33,7 @@ def try_destination(rt: Runtime, destination: dict[str, Any], event: dict[str, A
     result: dict[str, Any] = {"event": event}
     try:
         preset = presets.request(destination)
-        if preset.skip is not None and (reason := preset.skip(event, preset.params)):
+        if preset.screen is not None and (reason := preset.screen(event, preset.params)):
             return {**result, "skipped": reason}
         secret_names = set((destination.get("preset") or {}).get("secrets", {}))
         shown_params = {**preset.params, **{n: URL_MASK for n in secret_names}}

@@ -31,7 +31,7 @@ from ..intake import Intake
 from ..runtime import Runtime
 from ..store import keys, new_id, now_ms
 
-__all__ = ["Aftermath"]
+__all__ = ["FollowUps"]
 
 log = logging.getLogger(__name__)
 FAILURES = ("error", "bounced")
@@ -56,14 +56,14 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-class Aftermath:
+class FollowUps:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.db = rt.db
         self.intake = Intake(rt)
 
     # -- called by the drain job ---------------------------------------------------------------------
-    def after(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any],
+    def after_attempt(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any],
               attempt: dict[str, Any] | None, status: str, outcome: str) -> None:
         """Right after one attempt: outcome events, the fail branch, 410 Gone."""
         try:
@@ -76,7 +76,7 @@ class Aftermath:
         except Exception:  # what follows must never lose the outcome already recorded
             log.exception("after-attempt work failed for delivery %s", delivery.get("id"))
 
-    def settle(self, destination: dict[str, Any], outcomes: list[str]) -> None:
+    def after_chunk(self, destination: dict[str, Any], outcomes: list[str]) -> None:
         """After a chunk of attempts: statistics, the continuous-failure clock, the breaker."""
         if not outcomes:
             return

@@ -6,7 +6,7 @@
 - ``bounced``: the receiver could not take it (5xx, timeout, connection failure). Retried.
 - ``failed``: retries exhausted (dead letter). ``skipped``: not sent, with a reason.
 
-A preset's verdict (its plugin's reading of the answer) wins over these rules; ``decide`` puts the
+A preset's verdict (its plugin's reading of the answer) wins over these rules; ``classify_attempt`` puts the
 two together with the retry schedule: the ``classify`` step of a delivery.
 """
 
@@ -22,7 +22,7 @@ from typing import NamedTuple
 from ..presets import Verdict
 from .http import Response
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "Decision", "classify", "decide", "is_retryable", "next_delay",
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "Decision", "classify", "classify_attempt", "is_retryable", "next_delay",
            "retry_after_s"]
 
 # Like Svix: the first attempt at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -81,7 +81,7 @@ class Decision(NamedTuple):
     due: int | None  # when it is tried again (ms since the epoch), None: not again
 
 
-def decide(response: Response, verdict: Verdict | None, attempt_no: int, schedule: Sequence[float] | None,
+def classify_attempt(response: Response, verdict: Verdict | None, attempt_no: int, schedule: Sequence[float] | None,
            now: int) -> Decision:
     """Classify attempt ``attempt_no`` (``verdict`` first: a preset's, which wins over the status
     code) and schedule the next one: by ``schedule`` (None: the default; empty: no retries), never
