@@ -49,6 +49,7 @@ from .oauth import valid_domain
 from .secrets import SecretBox
 from .signatures import new_hmac_secret, new_whsec
 from .store import bump_config, keys, new_id, now_ms
+from .tls import check_ca
 
 __all__ = ["MASK", "SCHEMAS", "TYPES", "AuthProfileStore", "ProfileSchema", "check_ca", "check_certificate_pair",
            "check_whsec", "covers", "public", "reveal", "secret_values"]
@@ -87,14 +88,6 @@ def covers(prefix: str, url: str) -> bool:
     if base is None or target is None or base[0] != target[0]:
         return False
     return target[1][: len(base[1])] == base[1]
-
-
-def check_ca(pem: str) -> None:
-    """Raise ``ValueError`` unless ``pem`` holds at least one PEM certificate."""
-    try:
-        x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
-        raise ValueError("Not a PEM certificate.") from None
 
 
 def check_certificate_pair(certificate: str, private_key: str, *,

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from .tls import check_bundle
+
 __all__ = ["Settings", "parse_duration", "parse_networks"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -76,6 +78,7 @@ class Settings:
     https_only: bool = False
     smtp_from: str = "hookgate@localhost"
     blocked_plugins: tuple[str, ...] = ()
+    ca_bundle: str | None = None
 
     # name of the field → (environment variable, parser)
     ENV: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -99,6 +102,7 @@ class Settings:
         "https_only": ("HOOKGATE_HTTPS_ONLY", parse_bool),
         "smtp_from": ("HOOKGATE_SMTP_FROM", str),
         "blocked_plugins": ("HOOKGATE_BLOCK_PLUGINS", parse_names),
+        "ca_bundle": ("HOOKGATE_CA_BUNDLE", check_bundle),
     }
 
     @classmethod

@@ -37,6 +37,7 @@ from requests_oauthlib import OAuth2Session
 from .delivery.http import GuardedAdapter
 from .errors import DeliveryError
 from .store import keys
+from .tls import Trust
 
 __all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed",
            "valid_domain"]
@@ -88,7 +89,7 @@ def _session(allowed_networks: tuple, client: BackendApplicationClient,
     return session
 
 
-def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, verify: bool | str = True,
+def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, trust: Trust | None = None,
                 timeout: float = 10.0) -> dict[str, Any]:
     """One token request for a revealed ``oauth2_client_credentials`` profile. Raises ``DeliveryError``."""
     client_id, secret = profile["client_id"], profile["client_secret"]
@@ -120,7 +121,7 @@ def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, verify: boo
     token_parts = urlsplit(profile["token_url"])
     where = f"{token_parts.scheme}://{token_parts.netloc}{token_parts.path}"  # no query: nothing secret
     try:
-        return dict(session.fetch_token(profile["token_url"], timeout=timeout, verify=verify, **options))
+        return dict(session.fetch_token(profile["token_url"], timeout=timeout, verify=trust or True, **options))
     except Warning as warning:  # oauthlib: the server granted another scope than asked; take the token
         token = getattr(warning, "token", None)
         if token and token.get("access_token"):
@@ -141,7 +142,7 @@ def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, verify: boo
 
 
 def get_token(profile: dict[str, Any], db: redis.Redis, box: Any, *, allowed_networks: tuple,
-              verify: bool | str = True, timeout: float = 10.0) -> str:
+              trust: Trust | None = None, timeout: float = 10.0) -> str:
     """The cached access token of a revealed profile, or a fresh one (cached for every worker)."""
     key = keys.oauth_token(profile["id"])
     cached = _read(db, box, key)
@@ -156,7 +157,7 @@ def get_token(profile: dict[str, Any], db: redis.Redis, box: Any, *, allowed_net
             if cached:
                 return cached
     try:
-        token = fetch_token(profile, allowed_networks=allowed_networks, verify=verify, timeout=timeout)
+        token = fetch_token(profile, allowed_networks=allowed_networks, trust=trust, timeout=timeout)
         access = token.get("access_token")
         if not isinstance(access, str) or not access:
             raise DeliveryError("oauth2 token response has no access_token", {"retryable": False})

@@ -7,12 +7,11 @@
 - **No secrets in logs.** ``DeliveryError`` messages carry no secret. ``Prepared.url`` may carry URL
   credentials (``url`` profiles): log ``Prepared.safe_url``. urllib3's DEBUG request lines get their
   query strings redacted by a filter installed here.
-- **mTLS material on disk.** requests needs file names for ``cert=``: the certificate and key are
-  written to a private directory (0700, one per process, removed at exit) as 0600 files named by a
-  hash of profile id and content, written once and reused. An expired or not yet valid certificate
-  is never used (``DeliveryError``).
-- **Private CAs.** A profile's ``ca_certificate`` replaces the system trust store for its requests
-  (``Prepared.verify`` is then a file name; ``True`` otherwise).
+- **mTLS material stays in memory.** The certificate and key go into the request's TLS context
+  (``Prepared.trust``, see ``tls.py``), read from memory; no key file is left on disk. An expired or
+  not yet valid certificate is never used (``DeliveryError``).
+- **Private CAs.** A profile's ``ca_certificate`` is trusted for its requests, in addition to what
+  every request trusts (the system store and ``HOOKGATE_CA_BUNDLE``; ``tls.py``).
 - **OAuth 2.0.** The token endpoint must be allowed for the URL (``oauth.token_endpoint_allowed``).
   When the destination answers 401, call ``handle_unauthorized``: it drops the cached token and says
   whether one retry (with a fresh ``apply_auth``) is worth it.
@@ -20,16 +19,11 @@
 
 from __future__ import annotations
 
-import atexit
 import base64
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
-import shutil
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +39,7 @@ from .errors import BlockedDestination, DeliveryError
 from .secrets import SecretBox
 from .signatures import sign_hmac, sign_standard
 from .store import new_id
+from .tls import Trust
 
 __all__ = ["Prepared", "apply_auth", "handle_unauthorized", "probe"]
 
@@ -68,12 +63,11 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
 
 @dataclass(frozen=True)
 class Prepared:
-    """The request to send: ``requests.request(method, url, headers=headers, cert=cert, verify=verify)``."""
+    """The request to send: ``Sender.send(method, url, headers, body, timeout, trust=trust)``."""
 
     url: str  # may carry URL credentials: never log it
     headers: dict[str, str]
-    cert: tuple[str, str] | None = None  # (certfile, keyfile) for requests' cert=
-    verify: bool | str = True  # a CA file for requests' verify= when the profile has its own CA
+    trust: Trust | None = None  # the profile's CA and (mTLS) client certificate
     safe_url: str = ""  # the URL without the profile's credentials, for delivery logs
     oauth_token: str | None = field(default=None, repr=False)  # the token sent (see handle_unauthorized)
 
@@ -103,10 +97,8 @@ def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, meth
         raise DeliveryError(f"auth profile {ident}: {exc}", {"auth_profile": ident}) from None
     headers = dict(headers)
     kind = plain["type"]
-    verify: bool | str = True
-    if plain.get("ca_certificate"):
-        verify = _file(fingerprint(plain["id"], plain["ca_certificate"]) + ".ca.pem", plain["ca_certificate"])
-    cert: tuple[str, str] | None = None
+    cas = (plain["ca_certificate"],) if plain.get("ca_certificate") else ()
+    trust = Trust(cas) if cas else None
     token: str | None = None
     target = url
     if kind in ("basic", "bearer", "headers"):
@@ -116,14 +108,14 @@ def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, meth
     elif kind in ("signed_payload", "standard_webhooks"):
         _sign(ident, kind, plain, headers, body or b"", event_id)
     elif kind == "oauth2_client_credentials":
-        token = _oauth_token(ident, plain, box, db, url=url, allowed_networks=allowed_networks, verify=verify,
+        token = _oauth_token(ident, plain, box, db, url=url, allowed_networks=allowed_networks, trust=trust,
                              timeout=timeout)
         _set(headers, "Authorization", "Bearer " + token)
     elif kind == "mtls":
-        cert = _client_certificate(ident, plain)
+        trust = _client_certificate(ident, plain, cas)
     else:
         raise DeliveryError(f"auth profile {ident} has an unknown type {kind!r}", {"auth_profile": ident})
-    return Prepared(target, headers, cert, verify, safe_url=url, oauth_token=token)
+    return Prepared(target, headers, trust, safe_url=url, oauth_token=token)
 
 
 def _set_credential_headers(kind: str, plain: dict[str, Any], headers: dict[str, str]) -> None:
@@ -157,20 +149,20 @@ def _sign(ident: str, kind: str, plain: dict[str, Any], headers: dict[str, str],
 
 
 def _oauth_token(ident: str, plain: dict[str, Any], box: SecretBox, db: redis.Redis, *, url: str,
-                 allowed_networks: tuple, verify: bool | str, timeout: float) -> str:
+                 allowed_networks: tuple, trust: Trust | None, timeout: float) -> str:
     """An OAuth 2.0 access token (cached in the store), from a token endpoint this URL may use."""
     if not oauth.token_endpoint_allowed(plain, url):
         raise DeliveryError(f"auth profile {ident}: the token endpoint must share the webhook URL's "
                             "scheme, host and port, or its host must be in allowed_domains",
                             {"auth_profile": ident})
-    return oauth.get_token(plain, db, box, allowed_networks=allowed_networks, verify=verify, timeout=timeout)
+    return oauth.get_token(plain, db, box, allowed_networks=allowed_networks, trust=trust, timeout=timeout)
 
 
-def _client_certificate(ident: str, plain: dict[str, Any]) -> tuple[str, str]:
-    """The mTLS pair as files for requests' ``cert=``, once it is checked valid now."""
+def _client_certificate(ident: str, plain: dict[str, Any], cas: tuple[str, ...]) -> Trust:
+    """The request's trust with the mTLS pair in it, once the pair is checked valid now."""
     name = fingerprint(plain["id"], plain["certificate"], plain["private_key"])
     _check_validity(ident, name, plain["certificate"], plain["private_key"])
-    return _file(name + ".crt", plain["certificate"]), _file(name + ".key", plain["private_key"])
+    return Trust(cas, plain["certificate"], plain["private_key"])
 
 
 _windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}  # material hash → validity (parsed once)
@@ -219,34 +211,8 @@ def _with_credentials(url: str, username: str | None, password: str | None,
 
 
 def fingerprint(*parts: str) -> str:
-    """A short stable file name for material written to disk (never the material itself)."""
+    """A short stable name for certificate material (never the material itself)."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
-
-
-_dir_lock = threading.Lock()
-_dir: tuple[int, str] | None = None  # (pid, path): a forked child makes its own
-
-
-def _private_dir() -> str:
-    global _dir
-    with _dir_lock:
-        if _dir is None or _dir[0] != os.getpid():
-            path = tempfile.mkdtemp(prefix="hookgate-auth-")  # 0700
-            atexit.register(shutil.rmtree, path, True)
-            _dir = (os.getpid(), path)
-        return _dir[1]
-
-
-def _file(name: str, content: str) -> str:
-    """A 0600 file holding ``content``, written once per process and content (``name`` is a hash of it)."""
-    path = os.path.join(_private_dir(), name)
-    if not os.path.exists(path):
-        staging = f"{path}.{threading.get_ident()}.tmp"
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-        os.replace(staging, path)
-    return path
 
 
 def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: str, path: str,
@@ -266,7 +232,8 @@ def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: s
             if prepared.oauth_token:
                 hidden.append(prepared.oauth_token)
             response = sender.session.request(method, prepared.url, headers=prepared.headers, data=b"",
-                                              cert=prepared.cert, verify=prepared.verify, timeout=timeout,
+                                              verify=prepared.trust or True,  # type: ignore[arg-type]
+                                              timeout=timeout,
                                               allow_redirects=False, stream=True)
             raw = response.raw.read(PROBE_RESPONSE_LIMIT, decode_content=True) or b""
             response.close()

@@ -19,6 +19,8 @@ from .plugins import Plugins, load
 from .presets import PresetCatalog
 from .routing import Router
 from .secrets import SecretBox
+from .tls import TrustStore
+from .tls import install as install_trust
 
 __all__ = ["Runtime", "current", "install"]
 
@@ -32,6 +34,8 @@ class Runtime:
             )
         self.settings = settings
         self.redis_url: str = settings.redis_url
+        # what every outbound TLS connection of this process trusts (the OS store + HOOKGATE_CA_BUNDLE)
+        install_trust(TrustStore(settings.ca_bundle))
 
     @cached_property
     def db(self) -> redis.Redis:

@@ -14,6 +14,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from .filters import validate_condition
+from .tls import check_ca
 
 __all__ = [
     "CATEGORIES",
@@ -153,6 +154,16 @@ class DestinationSchema(Schema):
         fields.Float(validate=validate.Range(0, 7 * 86400)), load_default=None, allow_none=True,
         validate=validate.Length(max=30),
     )
+    # a private CA (PEM) this destination's https URL may be signed by, trusted besides the system's
+    ca_certificate = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
+
+    @validates("ca_certificate")
+    def _ca(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            try:
+                check_ca(value)
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
 
     @validates("method")
     def _method(self, value: str, data_key: str) -> None:

@@ -9,9 +9,10 @@ import hmac
 import json
 import logging
 import os
-import stat
+import tempfile
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, quote_plus, unquote_plus, urlsplit
 
 import pytest
@@ -22,6 +23,7 @@ from hookgate.auth_profiles import MASK, AuthProfileStore, covers
 from hookgate.errors import DeliveryError
 from hookgate.outbound_auth import apply_auth, handle_unauthorized
 from hookgate.store import keys
+from hookgate.tls import context as tls_context
 
 from .receiver import Received, Receiver, Reply
 from .tls import PKI, TLSReceiver
@@ -51,7 +53,7 @@ def send(rt, profile_id: str, url: str, *, method: str = "POST", body: bytes = B
                           body=body,
                           event_id=event_id, allowed_networks=rt.settings.allowed_networks, timeout=5)
     response = rt.sender.session.request(method, prepared.url, headers=prepared.headers, data=body,
-                                         cert=prepared.cert, verify=prepared.verify, timeout=5,
+                                         verify=prepared.trust or True, timeout=5,
                                          allow_redirects=False)
     return response.status_code, prepared
 
@@ -468,11 +470,13 @@ def test_mtls_client_certificate(rt, create, pki, mtls_server):
     assert status == 200 and mtls_server.requests[-1].body == BODY
     subjects = [rdn for peer in mtls_server.peers for rdn in peer["subject"]]
     assert (("commonName", "hookgate client"),) in subjects
-    certfile, keyfile = prepared.cert
-    for path in (certfile, keyfile):
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(os.path.dirname(keyfile)).st_mode) == 0o700
-    assert send(rt, profile["id"], mtls_server.url + "/hook")[1].cert == prepared.cert  # reused
+    assert prepared.trust is not None and prepared.trust.client_key == pki.client.key
+    again = send(rt, profile["id"], mtls_server.url + "/hook")[1]
+    assert tls_context(again.trust) is tls_context(prepared.trust)  # one context, made once, reused
+    # the key went into the TLS context from memory: no file under the temporary directory holds it
+    leftovers = [path for path in Path(tempfile.gettempdir()).glob("hookgate-*/**/*")
+                 if path.is_file() and pki.client.key.encode() in path.read_bytes()]
+    assert leftovers == []
 
 
 @pytest.mark.parametrize("which, field", [("expired_client", "certificate"), ("future_client", "certificate"),

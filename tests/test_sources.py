@@ -4,14 +4,18 @@ timestamps refused."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
+from werkzeug.datastructures import Headers
 
-from hookgate.signatures import sign_hmac
+from hookgate.signatures import sign_hmac, sign_standard, verify_standard
 from hookgate.store import keys
 
 
@@ -102,8 +106,6 @@ def test_standard_webhooks_signed_by_the_reference_library_are_accepted(client, 
 
     def post(msg_id: str, payload: str, signed_payload: str | None = None, key: str = source["key"]):
         stamp = int(time.time())
-        from datetime import datetime
-
         signature = sender.sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), signed_payload or payload)
         return client.post(url, data=payload, content_type="application/json", headers={
             "webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": signature,
@@ -136,3 +138,85 @@ def test_a_signed_request_refused_for_its_content_is_not_then_taken_for_a_replay
                                                                                    good)}
     assert client.post(url, data=good, content_type="application/json", headers=signed).status_code == 202
     assert client.post(url, data=good, content_type="application/json", headers=signed).status_code == 401
+
+
+# -- signatures through the reference library, and headers of any content -----------------------------
+
+# The Standard Webhooks specification's published example (and Svix's): secret, id, timestamp, body → signature.
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY = "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_outbound_signatures_match_the_specifications_example():
+    assert sign_standard(SPEC_SECRET, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY) == SPEC_SIGNATURE
+
+
+@settings(max_examples=200, deadline=None)
+@given(msg_id=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+       body=st.text(max_size=300), secret=st.binary(min_size=16, max_size=64))
+def test_signatures_agree_with_the_library_both_ways(msg_id, body, secret):
+    whsec = "whsec_" + base64.b64encode(secret).decode()
+    stamp = int(time.time())
+    ours = sign_standard(whsec, msg_id, stamp, body.encode())
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": ours}
+    Webhook(whsec).verify(body.encode(), headers, json_parse=False)  # the library accepts what hookgate sends
+    theirs = Webhook(whsec).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body)
+    verify_standard([whsec], Headers(headers | {"webhook-signature": theirs}), body.encode(), tolerance_s=300)
+
+
+def _signature_headers(kind: str, secret: str) -> dict[str, str]:
+    now = int(time.time())
+    if kind == "hmac_sha256":
+        return {"X-Hookgate-Timestamp": str(now), "X-Hookgate-Signature": sign_hmac(secret, now, b"{}")}
+    return {"webhook-id": "msg_1", "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard(secret, "msg_1", now, b"{}")}
+
+
+MOJIBAKE = "١".encode().decode("latin-1")  # an Arabic-Indic digit as a WSGI server hands it over
+
+
+@pytest.mark.parametrize("kind", ["hmac_sha256", "standard_webhooks"])
+@pytest.mark.parametrize("damage", [
+    "non_ascii_signature", "superscript_timestamp", "arabic_digit_timestamp", "huge_timestamp", "huge_signature",
+    "empty_values", "no_comma", "bad_base64", "nul", "repeated_signature", "repeated_timestamp", "many_signatures",
+])
+def test_signature_headers_of_any_content_answer_401_json(client, signed_source, kind, damage):
+    source = signed_source({"type": kind}, key_required=False)
+    good = _signature_headers(kind, source["signing_secret"])
+    stamp_name, signature_name = [name for name in good if "imestamp" in name][0], [
+        name for name in good if "ignature" in name][0]
+    headers: list[tuple[str, str]] = list(good.items())
+
+    def replace(name: str, value: str) -> list[tuple[str, str]]:
+        return [(k, value if k == name else v) for k, v in headers]
+
+    headers = {
+        "non_ascii_signature": lambda: replace(signature_name, "v1,é" + "\xff" * 40),
+        "superscript_timestamp": lambda: replace(stamp_name, "²"),
+        "arabic_digit_timestamp": lambda: replace(stamp_name, MOJIBAKE),
+        "huge_timestamp": lambda: replace(stamp_name, "9" * 400),
+        "huge_signature": lambda: replace(signature_name, "v1," + "A" * 100_000),
+        "empty_values": lambda: [(k, "") for k, _ in headers],
+        "no_comma": lambda: replace(signature_name, "v1"),
+        "bad_base64": lambda: replace(signature_name, "v1,***not base64***"),
+        "nul": lambda: replace(signature_name, "v1,\x00abc"),
+        "repeated_signature": lambda: [*headers, (signature_name, "v1,AAAA")],
+        "repeated_timestamp": lambda: [*headers, (stamp_name, str(int(time.time()) - 1))],
+        "many_signatures": lambda: replace(signature_name, " ".join(["v1,AAAA"] * 40)),
+    }[damage]()
+    response = client.post(f"/v1/sources/{source['id']}/events", data=b"{}", content_type="application/json",
+                           headers=headers)
+    assert response.status_code == 401, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message", "details"} and error["code"] == "unauthorized"
+
+
+def test_a_standard_webhooks_body_that_is_not_utf8_is_refused_not_crashed(client, signed_source):
+    source = signed_source({"type": "standard_webhooks"}, key_required=False)
+    now = int(time.time())
+    body = b'{"name": "\xff"}'
+    signature = "v1," + base64.b64encode(b"x" * 32).decode()
+    response = client.post(f"/v1/sources/{source['id']}/events", data=body, content_type="application/json",
+                           headers={"webhook-id": "m", "webhook-timestamp": str(now), "webhook-signature": signature})
+    assert response.status_code == 401 and "UTF-8" in response.get_json()["error"]["message"]

@@ -15,6 +15,7 @@ from ..errors import DeliveryError
 from ..outbound_auth import apply_auth, handle_unauthorized
 from ..preset_destinations import scrub
 from ..runtime import Runtime
+from ..tls import Trust
 from .http import Response
 
 __all__ = ["Dispatcher"]
@@ -47,16 +48,19 @@ class Dispatcher:
             return Response(None, error="refused: only https URLs are allowed (https_only)",
                             error_kind="invalid"), log_url
         profile_id = destination.get("auth_profile_id")
+        own_ca = destination.get("ca_certificate")
         if not profile_id:
-            return self.rt.sender.send(method, url, headers, body, timeout), log_url
+            return self.rt.sender.send(method, url, headers, body, timeout,
+                                       trust=Trust((own_ca,)) if own_ca else None), log_url
         profile = AuthProfileStore(self.db, self.rt.secrets).find(profile_id)
         if profile is None:
             return Response(None, error="its auth profile was deleted", error_kind="invalid"), log_url
-        response, safe_url = self._authenticated(profile, method, url, headers, body, event_id, timeout)
+        response, safe_url = self._authenticated(profile, method, url, headers, body, event_id, timeout, own_ca)
         return response, safe_url if safe_url is not None and log_url == url else log_url
 
     def _authenticated(self, profile: dict[str, Any], method: str, url: str, headers: dict[str, str],
-                       body: bytes | None, event_id: str, timeout: float) -> tuple[Response, str | None]:
+                       body: bytes | None, event_id: str, timeout: float,
+                       own_ca: str | None) -> tuple[Response, str | None]:
         """Send with the profile's credentials, once more with fresh ones if a 401 says the ones it
         had are stale (OAuth). Returns the response and the URL without credentials (None when the
         credentials could not be had, and nothing was sent)."""
@@ -69,7 +73,16 @@ class Dispatcher:
                 kind = "auth" if (exc.details or {}).get("retryable") else "invalid"
                 return Response(None, error=f"auth: {exc.message}", error_kind=kind), None
             response = self.rt.sender.send(method, prepared.url, prepared.headers, body, timeout,
-                                           cert=prepared.cert, verify=prepared.verify)
+                                           trust=_with_ca(prepared.trust, own_ca))
             if not (first and response.status_code == 401 and handle_unauthorized(profile, self.db, prepared)):
                 break
         return response, prepared.safe_url
+
+
+def _with_ca(trust: Trust | None, ca_pem: str | None) -> Trust | None:
+    """The profile's trust plus the destination's own ``ca_certificate``."""
+    if not ca_pem:
+        return trust
+    if trust is None:
+        return Trust((ca_pem,))
+    return Trust((ca_pem, *trust.ca_pems), trust.client_cert, trust.client_key)

@@ -60,6 +60,7 @@ from urllib3.util import Timeout
 from ..config import Network
 from ..errors import BlockedDestination
 from ..netguard import resolve
+from ..tls import Trust, context
 
 __all__ = ["GuardedAdapter", "Response", "Sender", "RESPONSE_LIMIT", "USER_AGENT"]
 
@@ -77,17 +78,26 @@ class GuardedAdapter(HTTPAdapter):
         self._https = https
         super().__init__(**kwargs)
 
-    def build_connection_pool_key_attributes(self, request: PreparedRequest, verify: bool | str,
+    def build_connection_pool_key_attributes(self, request: PreparedRequest, verify: Any,
                                              cert: str | tuple[str, str] | None = None) -> tuple[Any, Any]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        """``verify`` is a ``tls.Trust`` (or True): what this request trusts besides every request's
+        CAs, and its client certificate. requests' own CA and certificate options are not used."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, None)
         hostname = host_params["host"]
         port = host_params["port"] or (443 if self._https else 80)
         request.headers = CaseInsensitiveDict(request.headers or {})
         request.headers["Host"] = _host_header(hostname, host_params["port"])
         if self._https:
-            _pin_tls_name(pool_kwargs, hostname)
+            _pin_tls(pool_kwargs, hostname, verify if isinstance(verify, Trust) else None)
         host_params["host"] = resolve(hostname.strip("[]"), port, self._allowed)
         return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Verification is the pool's ``ssl_context`` (tls.py): requests must not point urllib3 at
+        certifi's bundle, which urllib3 would load into that shared context."""
+        if url.lower().startswith("https"):
+            conn.cert_reqs = "CERT_REQUIRED"
+            conn.ca_certs = conn.ca_cert_dir = conn.cert_file = conn.key_file = None
 
 
 
@@ -99,11 +109,15 @@ def _host_header(hostname: str, port: int | None) -> str:
     return host_header
 
 
-def _pin_tls_name(pool_kwargs: Any, hostname: str) -> None:
-    """Certificates and SNI are checked against the name, not the pinned address. (``pool_kwargs``
-    is urllib3's: requests' stubs type it narrower, without these two.)"""
+def _pin_tls(pool_kwargs: Any, hostname: str, trust: Trust | None) -> None:
+    """Certificates and SNI are checked against the name, not the pinned address, with the CAs
+    ``tls.context`` trusts for ``trust``. (``pool_kwargs`` is urllib3's: requests' stubs type it
+    narrower, without these.)"""
     pool_kwargs["assert_hostname"] = hostname
     pool_kwargs["server_hostname"] = hostname
+    pool_kwargs["ssl_context"] = context(trust)
+    for option in ("ca_certs", "ca_cert_dir", "cert_file", "key_file"):
+        pool_kwargs.pop(option, None)
 
 
 class _Target:
@@ -135,7 +149,7 @@ class _Target:
         self.lookup_port = host_params["port"] or (443 if adapter._https else 80)
         self.host_header = _host_header(hostname, host_params["port"])
         if adapter._https:
-            _pin_tls_name(pool_kwargs, hostname)
+            _pin_tls(pool_kwargs, hostname, None)
         self.pool_kwargs = pool_kwargs
         self.request_url = adapter.request_url(prepared, OrderedDict())
 
@@ -178,11 +192,12 @@ class Sender:
         self._timeouts: dict[Any, Timeout] = {}
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float, *,
-             cert: Any = None, verify: Any = True) -> Response:
-        """One request. ``cert`` and ``verify`` are requests' (a client certificate, a CA bundle)."""
+             trust: Trust | None = None) -> Response:
+        """One request. ``trust``: CAs this request trusts besides every request's, and a client
+        certificate (tls.py)."""
         started = time.perf_counter()
         try:
-            response = self._request(method, url, headers, body, timeout, cert, verify)
+            response = self._request(method, url, headers, body, timeout, trust)
         except BlockedDestination as exc:
             return Response(None, error=exc.message, error_kind="blocked", latency_ms=_since(started))
         except requests.Timeout as exc:
@@ -217,12 +232,14 @@ class Sender:
         )
 
     def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float,
-                 cert: Any, verify: Any) -> Any:
+                 trust: Trust | None) -> Any:
         """Send the request; returns urllib3's response (fast path) or requests' (everything else)."""
-        prepared = self._prepare(method, url, headers, body) if cert is None and verify is True else None
+        prepared = None if trust else self._prepare(method, url, headers, body)
         if prepared is None:
+            # requests hands ``verify`` to GuardedAdapter untouched: a tls.Trust, which its stubs don't know
             return self.session.request(method, url, headers=headers, data=body, timeout=timeout,
-                                        allow_redirects=False, stream=True, cert=cert, verify=verify)
+                                        allow_redirects=False, stream=True,
+                                        verify=trust or True)  # type: ignore[arg-type]
         target, method, sent_headers, body = prepared
         raw = self._urlopen(target, method, sent_headers, body, timeout)
         # What Session.send does next: keep cookies the receiver set, and look at a redirect (not
