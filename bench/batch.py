@@ -44,7 +44,7 @@ class Phase:
 
     def __init__(self, events: int, counts: list[int], wall: float, first: float, exited: float) -> None:
         self.events = events
-        self.requests, self.items, self.distinct, self.bad, self.mismatch, self.max_items = counts
+        self.requests, self.items, self.distinct, self.bad, self.mismatch, self.max_items = counts[:MAX_ITEMS + 1]
         self.wall, self.first, self.exited = wall, first, exited
 
     @property
