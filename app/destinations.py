@@ -17,6 +17,7 @@ import redis
 from redis.client import Pipeline
 
 from .auth_profiles import covers
+from .delivery.queue import unhold
 from .errors import Conflict, NotFound, ValidationError
 from .rendering import validate_template
 from .store import bump_config, keys, new_id, now_ms
@@ -34,10 +35,17 @@ def enabled_again(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
 
 def after_enabling(pipe: Pipeline, destination_id: str, at_ms: int) -> None:
     """What enabling a disabled destination sets off, queued on ``pipe``: the deliveries that waited
-    while it was disabled are due now, its "disabled" notices stop, and the breaker starts afresh."""
+    while it was disabled are due now, its "disabled" notices stop, and the breaker starts afresh
+    (closed, no trips, no pause: a hold it left on the wake flag ends)."""
     pipe.zadd(keys.due, {destination_id: at_ms}, lt=True)
     pipe.zrem(keys.notify, destination_id)
-    pipe.delete(keys.failing_since(destination_id))
+    _forget_failures(pipe, destination_id)
+
+
+def _forget_failures(pipe: Pipeline, destination_id: str) -> None:
+    """The breaker's state and the continuous-failure clock, gone; the breaker's hold with them."""
+    pipe.delete(keys.failing_since(destination_id), keys.breaker(destination_id))
+    unhold(pipe, destination_id)
 
 
 def check_templates(fields: dict[str, Any]) -> None:
@@ -167,6 +175,7 @@ class DestinationStore:
             bump_config(pipe)
             # Its pending deliveries are due now: the next drain closes them as skipped.
             pipe.zadd(keys.due, {destination_id: now_ms()})
+            _forget_failures(pipe, destination_id)
             removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})

@@ -1,9 +1,15 @@
-"""Telling people a destination was disabled: a webhook and/or an e-mail, repeated until it is enabled.
+"""Telling people about a destination's breaker: a webhook and/or an e-mail.
 
-The ticker calls ``send_due``: every destination in ``hookgate:notify`` whose time has come is
-notified once more (or dropped from the list once it is enabled again). E-mail goes through SMTP at
-``HOOKGATE_SMTP_URL`` (``smtp://user:password@host:587?starttls=true`` or ``smtps://…``) from
-``HOOKGATE_SMTP_FROM``.
+- ``destination.disabled`` (it failed for ``failing_for_s``, or answered 410 Gone) is repeated every
+  ``interval_s`` until it is enabled: the ticker calls ``send_due``, and every destination in
+  ``hookgate:notify`` whose time has come is notified once more (or dropped from the list once it is
+  enabled again).
+- ``destination.paused`` (the breaker tripped) and ``destination.recovered`` (a probe got through,
+  the backlog flows again) are told once each, by an RQ job (``send_notice``), so the drain job that
+  decided it does not wait for an SMTP server.
+
+E-mail goes through SMTP at ``HOOKGATE_SMTP_URL`` (``smtp://user:password@host:587?starttls=true`` or
+``smtps://…``) from ``HOOKGATE_SMTP_FROM``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from email.message import EmailMessage
 from typing import Any, cast
 
 from .destinations import DestinationStore
-from .runtime import Runtime
+from .runtime import Runtime, current
 from .store import keys, now_ms
 
-__all__ = ["send_due", "notify_once"]
+__all__ = ["send_due", "notify_once", "notice", "enqueue_notice", "send_notice", "NOTICE_JOB"]
+
+# The job by its dotted path, as RQ imports it in the worker.
+NOTICE_JOB = "hookgate.notify.send_notice"
+# What each notification says happened, for the e-mail's subject.
+HAPPENED = {"destination.disabled": "was disabled", "destination.paused": "was paused",
+            "destination.recovered": "recovered"}
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,12 @@ def _message(destination: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def notice(kind: str, destination: dict[str, Any], detail: str, **facts: Any) -> dict[str, Any]:
+    """A one-off notification's message: ``destination.paused`` or ``destination.recovered``."""
+    return {"type": kind, "destination": {k: destination.get(k) for k in ("id", "name", "url")}, "detail": detail,
+            **facts}
+
+
 def _send_email(rt: Runtime, to: str, message: dict[str, Any]) -> None:
     url = rt.settings.smtp_url
     if not url:
@@ -47,7 +65,7 @@ def _send_email(rt: Runtime, to: str, message: dict[str, Any]) -> None:
     mail["From"] = rt.settings.smtp_from
     mail["To"] = to
     name = " ".join(str(message["destination"]["name"]).split())  # no CR/LF in a header
-    mail["Subject"] = f"hookgate: destination {name} was disabled"
+    mail["Subject"] = f"hookgate: destination {name} {HAPPENED.get(message['type'], message['type'])}"
     mail.set_content(f"{message['detail']}\n\n{json.dumps(message, indent=2)}\n")
     client_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
     with client_class(parts.hostname or "localhost", parts.port or (465 if parts.scheme == "smtps" else 25),
@@ -59,9 +77,11 @@ def _send_email(rt: Runtime, to: str, message: dict[str, Any]) -> None:
         smtp.send_message(mail)
 
 
-def notify_once(rt: Runtime, destination: dict[str, Any]) -> None:
+def notify_once(rt: Runtime, destination: dict[str, Any], message: dict[str, Any] | None = None) -> None:
+    """Send ``message`` (by default: that the destination is disabled) to its ``notify`` webhook
+    and/or address; a failure is logged, not raised."""
     notify = destination.get("notify") or {}
-    message = _message(destination)
+    message = message or _message(destination)
     if notify.get("url"):
         body = json.dumps(message).encode()
         response = rt.sender.send("POST", notify["url"], {"Content-Type": "application/json"}, body, 10.0)
@@ -93,3 +113,17 @@ def send_due(rt: Runtime, limit: int = 100) -> int:
                 log.exception("notifying about destination %s failed", destination_id)
             sent += 1
     return sent
+
+
+def enqueue_notice(rt: Runtime, destination_id: str, message: dict[str, Any]) -> None:
+    """Have a worker send ``message`` (see ``notice``) once, by an RQ job."""
+    rt.queue.enqueue_call(NOTICE_JOB, args=(destination_id, message), result_ttl=0, failure_ttl=86400,
+                          description=f"notify {message['type']} {destination_id}")
+
+
+def send_notice(destination_id: str, message: dict[str, Any]) -> None:
+    """RQ job: send a one-off notification to whom the destination names now (none if it was deleted)."""
+    rt = current()
+    destination = DestinationStore(rt.db).find(destination_id)
+    if destination is not None and destination.get("notify"):
+        notify_once(rt, destination, message)

@@ -98,13 +98,23 @@ class BatchSchema(Schema):
 
 
 class BreakerSchema(Schema):
-    """When a failing destination is disabled (defaults: like Svix's and Convoy's)."""
+    """When a failing destination pauses, how it is probed, and when it is disabled
+    (``delivery/breaker.py``): it trips when ≥ ``failure_rate`` of ≥ ``min_attempts`` attempts in
+    ``window_s`` failed (like Svix's and Convoy's rule), pauses ``cooldown_s`` (doubled on every
+    failed probe, up to ``max_cooldown_s``), and is disabled only after failing for ``failing_for_s``."""
 
     enabled = fields.Boolean(load_default=True)
     failure_rate = fields.Float(load_default=0.7, validate=validate.Range(0.01, 1))
     min_attempts = fields.Integer(load_default=20, validate=validate.Range(1, 100000))
     window_s = fields.Float(load_default=300.0, validate=validate.Range(10, 86400))
     failing_for_s = fields.Float(load_default=86400.0, validate=validate.Range(60, 30 * 86400))
+    cooldown_s = fields.Float(load_default=30.0, validate=validate.Range(1, 86400))
+    max_cooldown_s = fields.Float(load_default=600.0, validate=validate.Range(1, 86400))
+
+    @validates_schema
+    def _cooldowns(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("max_cooldown_s", 600.0) < data.get("cooldown_s", 30.0):
+            raise ValidationError("Must be at least cooldown_s.", "max_cooldown_s")
 
 
 class NotifySchema(Schema):

@@ -32,9 +32,11 @@ def count(pipe: Pipeline, destination_id: str, outcome: str, n: int = 1, at: flo
     pipe.expire(keys.stats(destination_id, "h", hour), HOUR_TTL)
 
 
-def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int = 24) -> dict[str, Any]:
-    """The last ``minutes`` minute buckets and ``hours`` hour buckets, oldest first, with totals."""
-    now = time.time()
+def read(db: redis.Redis, destination_id: str, *, minutes: int = 60, hours: int = 24,
+         now: float | None = None) -> dict[str, Any]:
+    """The last ``minutes`` minute buckets and ``hours`` hour buckets, oldest first, with totals
+    (the last buckets are those of ``now``, seconds since the epoch; by default the present)."""
+    now = time.time() if now is None else now
     minute_ids = [int(now // 60) - n for n in range(minutes - 1, -1, -1)]
     hour_ids = [int(now // 3600) - n for n in range(hours - 1, -1, -1)]
     with db.pipeline(transaction=False) as pipe:

@@ -108,6 +108,10 @@ class keys:
         return f"{PREFIX}dest:{destination_id}:failing_since"
 
     @staticmethod
+    def breaker(destination_id: str) -> str:  # hash: the circuit breaker's state (TTL: 8 days; see breaker.py)
+        return f"{PREFIX}dest:{destination_id}:breaker"
+
+    @staticmethod
     def lua_patterns() -> dict[str, str]:
         """Key patterns for Lua's ``string.format`` (``%s`` is the id), passed to scripts as arguments."""
         return {"delivery": f"{PREFIX}delivery:%s", "pending": f"{PREFIX}dest:%s:pending"}

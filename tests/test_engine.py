@@ -1,6 +1,6 @@
 """The delivery engine: an event's walk from ingest through the RQ drain job to its receiver, in order;
-outcome events, stats, Retry-After, 410, the fail branch, the circuit breaker and its notifications,
-batching, fairness, and leases and the recorder."""
+outcome events, stats, Retry-After, the fail branch, batching, fairness, and leases and the recorder
+(the circuit breaker, 410 Gone and their notifications: ``test_breaker.py``)."""
 
 from __future__ import annotations
 
@@ -140,20 +140,6 @@ def test_retry_after_takes_ascii_digits_only(client, admin, make_source, make_de
         odd.stop()
 
 
-def test_410_gone_disables_the_destination_and_says_so(client, admin, make_source, make_destination, post_events,
-                                                      answering, receiver, work):
-    source_id, key = make_source()
-    gone = make_destination(answering(410).url, events=["x"], name="gone")
-    make_destination(receiver.url + "/ops", events=["destination.disabled"])
-    post_events(source_id, key, {"name": "x"})
-    work()
-    shown = client.get(f"/v1/destinations/{gone['id']}", headers=admin).get_json()
-    assert shown["enabled"] is False and shown["disabled_reason"] == "gone"
-    [alert] = receiver.wait_for(1)
-    alert = json.loads(alert.body)
-    assert alert["name"] == "destination.disabled" and alert["data"]["destination_id"] == gone["id"]
-
-
 def test_fail_branch_gets_the_event_of_a_delivery_that_finally_fails(make_source, make_destination, post_events,
                                                                     answering, receiver, work):
     source_id, key = make_source()
@@ -164,47 +150,6 @@ def test_fail_branch_gets_the_event_of_a_delivery_that_finally_fails(make_source
     work()
     [request] = receiver.wait_for(1)
     assert request.path == "/fallback" and json.loads(request.body)["id"] == event_id
-
-
-def test_the_breaker_disables_a_failing_destination_and_notifies_until_enabled(
-    client, admin, make_source, make_destination, post_events, answering, receiver, work, rt, db
-):
-    source_id, key = make_source()
-    failing = make_destination(answering(500).url, retry_schedule=[], name="flaky",
-                               circuit_breaker={"min_attempts": 5, "failure_rate": 0.6},
-                               notify={"url": receiver.url + "/notify", "interval_s": 60})
-    post_events(source_id, key, [{"name": f"e{n}"} for n in range(8)])
-    work()
-    shown = client.get(f"/v1/destinations/{failing['id']}", headers=admin).get_json()
-    assert shown["enabled"] is False and shown["disabled_reason"] == "failure_rate"
-    [note] = receiver.wait_for(1)
-    message = json.loads(note.body)
-    assert message["type"] == "destination.disabled" and message["destination"]["id"] == failing["id"]
-    assert db.zscore(keys.notify, failing["id"]) > now_ms() + 50_000  # the next reminder, an interval later
-    client.post(f"/v1/destinations/{failing['id']}/enable", headers=admin)
-    assert db.zscore(keys.notify, failing["id"]) is None
-    assert "disabled_reason" not in client.get(f"/v1/destinations/{failing['id']}", headers=admin).get_json()
-
-
-def test_the_breaker_trips_on_a_destination_failing_continuously(client, admin, make_source, make_destination,
-                                                                post_events, answering, work, db):
-    source_id, key = make_source()
-    failing = make_destination(answering(503).url, retry_schedule=[], circuit_breaker={"failing_for_s": 3600})
-    db.set(keys.failing_since(failing["id"]), now_ms() - 2 * 3600 * 1000)  # failing for two hours already
-    post_events(source_id, key, {"name": "x"})
-    work()
-    shown = client.get(f"/v1/destinations/{failing['id']}", headers=admin).get_json()
-    assert shown["enabled"] is False and shown["disabled_reason"] == "failing"
-
-
-def test_a_success_resets_the_continuous_failure_clock(make_source, make_destination, post_events, answering,
-                                                      work, db):
-    source_id, key = make_source()
-    destination = make_destination(answering(200).url)
-    db.set(keys.failing_since(destination["id"]), now_ms() - 1000)
-    post_events(source_id, key, {"name": "x"})
-    work()
-    assert db.get(keys.failing_since(destination["id"])) is None
 
 
 def test_batches_are_sent_as_one_request_per_batch(client, admin, make_source, make_destination, post_events,

@@ -1,8 +1,9 @@
 """E-mail notifications of a disabled destination, through a real SMTP server (``tests/smtp.py``).
 
-The circuit breaker disables a destination; the ticker (``app.delivery.ticker.tick``, which the
-in-process worker runs) sends the e-mail and keeps sending it every ``interval_s`` until the
-destination is enabled again.
+The circuit breaker disables a destination that failed for ``failing_for_s``; the ticker
+(``app.delivery.ticker.tick``, which the in-process worker runs) sends the e-mail and keeps sending it
+every ``interval_s`` until the destination is enabled again. (A pause and a recovery are e-mailed
+once each: ``test_breaker.py``.)
 """
 
 from __future__ import annotations
@@ -59,17 +60,20 @@ def failing() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def trip(make_source, make_destination, post_events, failing, work):
-    """Make destinations that fail, post a few events and run the worker until their breakers trip."""
+def trip(make_source, make_destination, post_events, failing, work, db):
+    """Make destinations that fail (and have failed for two hours already), post a few events and run
+    the worker until their breakers disable them."""
 
     def make(*names_and_emails: tuple[str, str]) -> list[dict]:
         source_id, key = make_source()
         destinations = [
             make_destination(f"{failing.url}/{name}", name=name, retry_schedule=[],
-                             circuit_breaker={"min_attempts": 3, "failure_rate": 0.5},
+                             circuit_breaker={"min_attempts": 3, "failure_rate": 0.5, "failing_for_s": 3600},
                              notify={"email": address, "interval_s": 60})
             for name, address in names_and_emails
         ]
+        for destination in destinations:
+            db.set(keys.failing_since(destination["id"]), now_ms() - 2 * 3600 * 1000)
         assert post_events(source_id, key, [{"name": f"order.{n}"} for n in range(5)]).status_code < 300
         work()
         return destinations
@@ -125,15 +129,15 @@ def test_the_smtp_server_refuses_other_logins_and_mail_before_login(smtp):
 def test_a_tripped_breaker_is_e_mailed_to_the_notify_address(client, admin, trip, smtp, rt, db):
     [flaky] = trip(("flaky", OPS))
     state = shown(client, admin, flaky["id"])
-    assert state["enabled"] is False and state["disabled_reason"] == "failure_rate"
+    assert state["enabled"] is False and state["disabled_reason"] == "failing"
 
     [mail] = smtp.wait_for(1)
     assert mail.mail_from == SMTP_FROM and mail.rcpt_to == [OPS]
     assert mail.message["From"] == SMTP_FROM and mail.message["To"] == OPS
     assert "flaky" in mail.message["Subject"] and "disabled" in mail.message["Subject"]
     body = mail.body()
-    assert state["disabled_detail"] in body and "attempts failed" in body
-    assert '"reason": "failure_rate"' in body and flaky["id"] in body
+    assert state["disabled_detail"] in body and "failing continuously" in body
+    assert '"reason": "failing"' in body and flaky["id"] in body
     assert f"/v1/destinations/{flaky['id']}/enable" in body
     assert mail.auth == "user" and [(login.username, login.ok) for login in smtp.logins] == [("user", True)]
     # Sent once; the next reminder is an interval later, and ticking before then sends nothing.
@@ -165,7 +169,7 @@ def test_a_refused_smtp_login_is_logged_and_the_destination_stays_disabled(clien
                 and f"notification e-mail to {OPS} failed" in record.getMessage()]
     assert len(failures) == 1 and "535" in failures[0].getMessage()
     state = shown(client, admin, flaky["id"])
-    assert state["enabled"] is False and state["disabled_reason"] == "failure_rate"
+    assert state["enabled"] is False and state["disabled_reason"] == "failing"
     assert db.zscore(keys.notify, flaky["id"]) > now_ms() + 50_000  # it will be tried again an interval later
 
 

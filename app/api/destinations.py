@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from ..delivery.breaker import Breaker
 from ..destinations import DestinationStore
 from ..preset_destinations import from_preset_body, patch_preset_params, public_state
 from ..rendering import default_template
@@ -82,10 +83,12 @@ def delete(destination_id: str) -> tuple[str, int]:
 
 @bp.get("/<destination_id>/stats")
 def stats(destination_id: str) -> dict[str, Any]:
-    _store().get(destination_id)
+    """Counts by outcome per minute and per hour, and the circuit breaker's state."""
+    destination = _store().get(destination_id)
     minutes = query_int("minutes", 60, 120)
     hours = query_int("hours", 24, 192)
-    return read_stats(runtime().db, destination_id, minutes=minutes, hours=hours)
+    db = runtime().db
+    return {**read_stats(db, destination_id, minutes=minutes, hours=hours), "breaker": Breaker(db).show(destination)}
 
 
 @bp.post("/<destination_id>/enable")

@@ -7,6 +7,7 @@ when nothing is due (atomically with clearing the destination's wake flag) or wh
 is spent, in which case it enqueues its successor so other destinations get their turn.
 
 Each delivery goes through the same steps, each a method here or a module of its own:
+breaker (``breaker.py``: a paused destination's job ends at once; a half-open one sends one probe) →
 take (``queue.take``, ``_load``) → render (``_render``, ``request.py``; a batch: ``batch.py``) →
 authenticate and send (``dispatch.py``) → classify (``classify.classify_attempt``) → record (``_record``,
 ``recorder.py``) → follow-ups (``followups.py``: outcome events, fail branch, breaker, statistics).
@@ -30,6 +31,7 @@ from ..rendering import Rendered, RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
 from .batch import render_batch
+from .breaker import PAUSED, PROBE, Breaker
 from .classify import classify_attempt
 from .dispatch import Dispatcher
 from .followups import FollowUps
@@ -70,6 +72,8 @@ class Drainer:
         self.destinations = DestinationStore(rt.db)
         self.recorder = Recorder(rt.db)
         self.followups = FollowUps(rt)
+        self.breaker = Breaker(rt.db)
+        self.probing = False  # this round is the half-open breaker's one request
         self.presets = Presets(rt)
         self.dispatcher = Dispatcher(rt)
         self.throttle: Throttle | None = None
@@ -92,10 +96,7 @@ class Drainer:
         while True:
             self.rt.router.refresh()  # routing for outcome events and the fail branch, once per chunk
             destination = self.destinations.find(destination_id)
-            if destination is not None and not destination.get("enabled", True):
-                # Its backlog waits; enabling it puts it back on the due list.
-                self.db.zrem(keys.due, destination_id)
-                self.db.delete(keys.wake(destination_id))
+            if destination is not None and not self._may_send(destination):
                 return counts
             timeout = float(destination["timeout_s"]) if destination else 1.0
             lease_s = max(self.settings.lease_s, timeout + LEASE_MARGIN_S)
@@ -108,11 +109,27 @@ class Drainer:
             if not going_on:
                 return counts
 
+    def _may_send(self, destination: dict[str, Any]) -> bool:
+        """Whether this round may send: not if the destination is disabled (its backlog waits;
+        enabling it puts it back on the due list) or its breaker is open (held until the cool-down
+        ends). A half-open breaker lets this round send its probe."""
+        if not destination.get("enabled", True):
+            self.db.zrem(keys.due, destination["id"])
+            self.db.delete(keys.wake(destination["id"]))
+            return False
+        gate = self.breaker.gate(destination)
+        if gate.action == PAUSED and gate.until is not None:
+            pending.hold(self.db, destination["id"], gate.until)
+            return False
+        self.probing = gate.action == PROBE
+        return True
+
     def _chunk_round(self, destination_id: str, destination: dict[str, Any] | None, timeout: float,
                      lease_s: float, counts: dict[str, int]) -> bool:
-        """Take a chunk of due deliveries and send them one by one. False: the job ends."""
+        """Take a chunk of due deliveries (one: a probe) and send them one by one. False: the job ends."""
         lease_ms = int(lease_s * 1000)
-        ids = pending.take(self.db, destination_id, self.settings.drain_chunk, lease_ms, lease_ms, self.holder)
+        count = 1 if self.probing else self.settings.drain_chunk
+        ids = pending.take(self.db, destination_id, count, lease_ms, lease_ms, self.holder)
         if not ids:
             return not pending.finish(self.db, destination_id)
         _tally(counts, list(self._send_chunk(destination_id, destination, ids, timeout, lease_s)))
@@ -121,7 +138,7 @@ class Drainer:
             self._settle(destination)
             current = self.destinations.find(destination_id)
             if current is None or not current.get("enabled", True):
-                return True  # disabled by the breaker or a 410: the next round's first check ends the job
+                return True  # disabled (failing too long) or a 410: the next round's first check ends the job
         return not self._yielded(destination_id) and not self._handed_over(destination_id, lease_s)
 
     def _batch_round(self, destination: dict[str, Any], lease_s: float, counts: dict[str, int]) -> bool:
@@ -138,8 +155,9 @@ class Drainer:
 
     def _settle(self, destination: dict[str, Any]) -> None:
         """Follow-ups of a chunk (statistics, the breaker), once its outcomes are written."""
-        self.followups.after_chunk(destination, self.settled)
+        self.followups.after_chunk(destination, self.settled, probe=self.probing)
         self.settled = []
+        self.probing = False
 
     def _yielded(self, destination_id: str) -> bool:
         """The policy's rate is spent: wait for it (the ticker wakes the destination), do not spin."""
@@ -413,6 +431,10 @@ class Drainer:
         attempt_no = int(delivery["attempts"]) + 1
         stamp = now_ms()
         decision = classify_attempt(response, verdict, attempt_no, destination.get("retry_schedule"), stamp)
+        due = decision.due
+        if self.probing and due is not None:
+            # A failed probe keeps its place at the head of the line: the next probe carries it again.
+            due = int(delivery.get("next_attempt_at") or delivery["created_at"])
         attempt = {
             "attempt": attempt_no,
             "at": stamp,
@@ -425,7 +447,7 @@ class Drainer:
             "response_body": response.body,
             "response_headers": response.headers,
         }
-        self._record(destination["id"], delivery, decision.status, attempt, decision.due)
+        self._record(destination["id"], delivery, decision.status, attempt, due)
         self.settled.append(decision.outcome)
         if decision.status == "failed":
             self.settled.append("failed")

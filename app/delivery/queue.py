@@ -6,7 +6,9 @@ expiry) before sending, so a worker that dies mid-drain loses nothing: the reape
 leases back. ``hookgate:dest:<id>:wake`` is set while a drain job for the destination is queued or
 running; whoever sets it (ingest, the ticker, a retry coming due) enqueues the job, so a destination
 has one drain job at a time, and a drain job only ends after seeing nothing due, atomically with
-clearing the flag.
+clearing the flag. A destination whose circuit breaker is open is *held* (``hold``): the flag says
+``paused`` and expires when the cool-down ends, so meanwhile nobody enqueues a job for it (ingest and
+the ticker find the flag set), and the due set has it at that time, so the ticker wakes it then.
 
 A lease belongs to the job that took it: ``hookgate:lease_holders`` maps each lease to its job's
 token, and renewing, releasing and recording check it. A job whose lease lapsed (a receiver slower
@@ -23,18 +25,20 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 from rq import Queue
 
 from ..config import Settings
 from ..store import keys, now_ms
 
-__all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due",
-           "drain_job_timeout", "DRAIN_JOB"]
+__all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due", "hold", "unhold",
+           "drain_job_timeout", "DRAIN_JOB", "HELD"]
 
 # The drain job by its dotted path: RQ imports it in the worker, and this module (which the drain
 # imports) need not import the drain.
 DRAIN_JOB = "hookgate.delivery.drain.drain_destination"
+HELD = "paused"  # the wake flag's value while the destination's breaker holds it (a job's flag is "1")
 
 _TAKE = """
 local pending, leases, due, wake, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -121,6 +125,13 @@ end
 return released
 """
 
+# A pipeline's command (it may run inside a caller's transaction): end a hold, not a drain job's flag.
+_UNHOLD = """
+local wake = KEYS[1]
+if redis.call('GET', wake) == ARGV[1] then return redis.call('DEL', wake) end
+return 0
+"""
+
 _SOURCES = {"take": _TAKE, "finish": _FINISH, "renew": _RENEW, "reclaim": _RECLAIM, "release": _RELEASE}
 
 
@@ -179,6 +190,21 @@ def wake_due(db: redis.Redis, queue: Queue, settings: Settings, limit: int = 100
     """Wake every destination with a delivery due now (the ticker's job)."""
     due = cast(list[str], db.zrangebyscore(keys.due, "-inf", now_ms(), start=0, num=limit))
     return wake(db, queue, due, settings)
+
+
+def hold(db: redis.Redis, destination_id: str, until_ms: int) -> None:
+    """Send nothing to the destination until ``until_ms`` (its breaker is open): called by its drain
+    job, which owns the wake flag and then ends; the ticker wakes the destination at ``until_ms``."""
+    with db.pipeline(transaction=True) as pipe:
+        pipe.zadd(keys.due, {destination_id: until_ms})
+        pipe.set(keys.wake(destination_id), HELD, pxat=until_ms)
+        pipe.execute()
+
+
+def unhold(pipe: Pipeline, destination_id: str) -> None:
+    """Queued on ``pipe``: end the destination's hold, if it is held (its breaker was reset, or it was
+    deleted), so whatever is due wakes it at once; a drain job's flag is left alone."""
+    pipe.eval(_UNHOLD, 1, keys.wake(destination_id), HELD)
 
 
 def take(db: redis.Redis, destination_id: str, count: int, lease_ms: int, wake_ttl_ms: int, holder: str) -> list[str]:
