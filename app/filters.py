@@ -10,13 +10,21 @@ Fields are dotted paths into the event: ``data.*``, ``profile.*``, ``system.*`` 
 ``name``, ``category``, ``channel``, ``origin``, ``source``, ``user_id``, ``anonymous_id``.
 Operators: eq, neq, gt, gte, lt, lte, in, nin, exists, regex. A comparison with a missing field is
 false (``neq`` and ``nin`` included), except ``exists: false``.
+
+A ``regex`` is RE2 syntax, run by RE2 (google-re2): matching takes time linear in the text whatever the
+pattern, so a source cannot stall ingest with a value crafted against a pattern (``^(\\w+\\s?)*$``
+against ``"a" * 27 + "!"`` backtracks for seconds in Python's ``re``). What backtracking alone can do
+(backreferences, lookaround) RE2 refuses when the destination is saved, as it refuses a pattern longer
+than ``MAX_REGEX`` characters or whose compiled program exceeds ``MAX_REGEX_MEMORY``.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import re2
 
 __all__ = ["MISSING", "OPERATORS", "compile_condition", "lookup", "missing_required", "subscription_matcher",
            "validate_condition"]
@@ -26,7 +34,10 @@ ROOTS = ("data", "profile", "system")
 TOP_LEVEL = ("name", "category", "channel", "origin", "source", "user_id", "anonymous_id", "id", "external_id")
 MAX_DEPTH = 8
 MAX_NODES = 100
-MAX_REGEX = 500
+MAX_REGEX = 500  # characters of a pattern
+MAX_REGEX_MEMORY = 1 << 20  # bytes RE2 may spend on one pattern: its compiled program and its DFA's cache
+
+log = logging.getLogger(__name__)
 
 
 class _Missing:
@@ -37,6 +48,49 @@ class _Missing:
 MISSING = _Missing()
 
 Predicate = Callable[[dict[str, Any]], bool]
+
+
+def _regex_options() -> Any:
+    """RE2's options for every user pattern: the memory bound; no capture groups (a condition asks only
+    whether the pattern matches, and without groups to report RE2 answers from its DFA); errors raised,
+    not also logged to stderr."""
+    options = re2.Options()
+    options.max_mem = MAX_REGEX_MEMORY
+    options.never_capture = True
+    options.log_errors = False
+    return options
+
+
+_REGEX_OPTIONS = _regex_options()
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8 for RE2, lone surrogates included (JSON can carry ``"\\ud800"``: RE2 reads one as
+    a character where Python's strict codec would raise)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _compile_regex(pattern: str) -> Any:
+    """A user's pattern compiled by RE2 within the limits; ``re2.error`` if RE2 refuses it."""
+    return re2.compile(_utf8(pattern), options=_REGEX_OPTIONS)
+
+
+def _regex_problem(pattern: str) -> str | None:
+    """Why RE2 refuses ``pattern`` (its size, or syntax RE2 lacks), or None when it compiles."""
+    try:
+        _compile_regex(pattern)
+    except re2.error as exc:
+        reason = _re2_reason(exc)
+        if reason.startswith("pattern too large"):
+            return f"pattern too large: over {MAX_REGEX_MEMORY // 1024} KiB compiled (fewer or smaller repetitions)"
+        return f"not a valid RE2 regular expression: {reason}"
+    return None
+
+
+def _re2_reason(exc: Exception) -> str:
+    """RE2's message, which its binding raises as bytes."""
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
 
 
 def lookup(event: dict[str, Any], path: str) -> Any:
@@ -126,11 +180,8 @@ def _value_problems(op: str, value: Any, given: bool, path: str) -> list[str]:
     if op == "regex":
         if not isinstance(value, str) or len(value) > MAX_REGEX:
             return [f"{path}: 'regex' takes a pattern of at most {MAX_REGEX} characters"]
-        try:
-            re.compile(value)
-        except re.error as exc:
-            return [f"{path}: not a valid regular expression: {exc}"]
-        return []
+        problem = _regex_problem(value)
+        return [f"{path}: {problem}"] if problem else []
     if op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
         return [f"{path}: {op!r} compares numbers or strings"]
     if not given and op != "exists":
@@ -163,10 +214,23 @@ def _compile_comparison(field: str, op: str, expected: Any) -> Predicate:
     if op == "nin":
         return lambda event: (actual := lookup(event, field)) is not MISSING and actual not in expected
     if op == "regex":
-        pattern = re.compile(expected)
-        return lambda event: isinstance(actual := lookup(event, field), str) and pattern.search(actual) is not None
+        return _regex_predicate(field, expected)
     check = _ordered(op)
     return lambda event: (actual := lookup(event, field)) is not MISSING and check(actual, expected)
+
+
+def _regex_predicate(field: str, expected: str) -> Predicate:
+    """``regex``: the field is a string the pattern matches somewhere (``search``). A pattern saved before
+    hookgate used RE2 that RE2 refuses (a backreference, a lookaround) matches nothing, with a warning
+    each time the routing index is built: a destination then receives less than it asked for, never
+    more, and one old pattern cannot stop routing for everyone."""
+    try:
+        pattern = _compile_regex(expected)
+    except re2.error as exc:
+        log.warning("condition on %s: RE2 refuses the pattern %r (%s); it matches nothing until the "
+                    "destination's conditions are saved again", field, expected, _re2_reason(exc))
+        return lambda event: False
+    return lambda event: isinstance(actual := lookup(event, field), str) and pattern.search(_utf8(actual)) is not None
 
 
 def _field_in(key: str, wanted: frozenset[Any]) -> Predicate:

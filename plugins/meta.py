@@ -53,7 +53,10 @@ ACTION_SOURCES = ("website", "app", "email", "phone_call", "chat", "physical_sto
 HASHED_KINDS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 UNHASHED_KINDS = ("client_ip_address", "client_user_agent", "fbc", "fbp")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# An e-mail (fullmatch): one @ between a local part and a domain with a dot that is neither its first nor
+# its last character, no whitespace. Possessive quantifiers, so matching is one pass: the plain form
+# [^@\s]+@[^@\s]+\.[^@\s]+ backtracks through every dot of the domain and took 20 s on a 58 KiB value.
+_EMAIL = re.compile(r"[^@\s]++@[^@\s][^@\s.]*+\.[^@\s]++")
 _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:$|[Tt\s])|(\d{4})(\d{2})(\d{2})$")
 _US_STATES = {
     "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca", "colorado": "co",
