@@ -8,9 +8,11 @@
      ├── NotFound                      404 not_found
      ├── Conflict                      409 conflict
      ├── PayloadTooLarge               413 payload_too_large
+     ├── URLTooLong                    414 url_too_long
      ├── UnsupportedMediaType          415 unsupported_media_type
      ├── ValidationError               422 validation_failed
      │    └── TemplateError            422 template_invalid
+     ├── HeadersTooLarge               431 headers_too_large
      ├── ServiceUnavailable            503 unavailable
      └── DeliveryError                 (never reaches HTTP: a delivery attempt that could not be made)
           └── BlockedDestination       (the address is not allowed: SSRF guard)
@@ -36,9 +38,11 @@ __all__ = [
     "NotFound",
     "Conflict",
     "PayloadTooLarge",
+    "URLTooLong",
     "UnsupportedMediaType",
     "ValidationError",
     "TemplateError",
+    "HeadersTooLarge",
     "ServiceUnavailable",
     "DeliveryError",
     "BlockedDestination",
@@ -91,6 +95,10 @@ class PayloadTooLarge(HookgateError):
     status, code = 413, "payload_too_large"
 
 
+class URLTooLong(HookgateError):
+    status, code = 414, "url_too_long"
+
+
 class UnsupportedMediaType(HookgateError):
     status, code = 415, "unsupported_media_type"
 
@@ -101,6 +109,10 @@ class ValidationError(HookgateError):
 
 class TemplateError(ValidationError):
     code = "template_invalid"
+
+
+class HeadersTooLarge(HookgateError):
+    status, code = 431, "headers_too_large"
 
 
 class ServiceUnavailable(HookgateError):

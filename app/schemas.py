@@ -1,18 +1,23 @@
-"""marshmallow schemas for everything the API takes in.
+"""marshmallow schemas for everything the API takes in, and the one JSON decoder every body goes through.
 
 Unknown fields are refused (marshmallow's default ``RAISE``), so a misspelt option is a 422 that
-names it, not a silently ignored setting.
+names it, not a silently ignored setting. ``decode_json`` reads JSON by RFC 8259 rather than by
+Python's ``json`` module, so that what a schema sees, and what is stored, is JSON that can be shown again.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import math
 import re
+import sys
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from . import errors
 from .filters import validate_condition
 from .tls import check_ca
 
@@ -25,6 +30,7 @@ __all__ = [
     "DestinationSchema",
     "PolicySchema",
     "EventSchema",
+    "decode_json",
 ]
 
 CATEGORIES = (
@@ -236,3 +242,154 @@ class EventSchema(Schema):
     system = fields.Dict(keys=fields.String(), load_default=dict)
     origin = fields.String(allow_none=True, validate=validate.Length(max=64))
     channel = fields.String(allow_none=True, validate=validate.Length(max=64))
+
+
+# -- JSON as the API reads it -------------------------------------------------------------------------
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # in JSON text: \\ud800 to \\udfff
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a decoded string
+MAX_NAMED_PROBLEMS = 20  # a body of a million NaNs is not answered with a million details
+
+
+class _Refused:
+    """Put by the decoder's hooks where a value hookgate refuses stood, to be found and named after."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class _Hooks:
+    """``json.loads``'s hooks for one body: a refused number becomes a ``_Refused``, counted, so that
+    only a body that had one is walked for them."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def _refuse(self, reason: str) -> _Refused:
+        self.refused += 1
+        return _Refused(reason)
+
+    def constant(self, name: str) -> _Refused:
+        return self._refuse(f"{name} is not a JSON number.")
+
+    def fraction(self, text: str) -> float | _Refused:
+        value = float(text)
+        return value if math.isfinite(value) else self._refuse("Too large for a number: it would be Infinity.")
+
+    def whole(self, text: str) -> int | _Refused:
+        try:
+            return int(text)
+        except ValueError:  # Python's int-string limit (CVE-2020-10735)
+            return self._refuse(f"A whole number has at most {sys.get_int_max_str_digits()} digits.")
+
+
+def _as_text(body: bytes | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode(json.detect_encoding(body))  # strictly: json.loads would pass surrogates
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidJSON("the body is not UTF-8", {"position": exc.start}) from None
+
+
+def _parse(text: str, hooks: _Hooks, *, bounded_ints: bool) -> Any:
+    try:
+        return json.loads(text, parse_constant=hooks.constant, parse_float=hooks.fraction,
+                          parse_int=hooks.whole if bounded_ints else None)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidJSON(f"the body is not valid JSON: {exc.msg}",
+                                 {"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
+    except RecursionError:
+        raise errors.InvalidJSON("the body is nested too deeply") from None
+
+
+def _escapes_a_lone_surrogate(text: str) -> bool:
+    """Whether the JSON text has a ``\\uXXXX`` escape of a surrogate that is not half of a pair (a
+    pair, high then low, is two escapes the decoder joins into one character). An escape is one
+    after an even run of backslashes (``\\\\ud800`` is a backslash, then text). A quick look, so that
+    only such a body is walked: a scan in C, then Python only at each surrogate escape."""
+    paired_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        start = before = match.start()
+        while before and text[before - 1] == "\\":
+            before -= 1
+        if start == paired_at or (start - before) % 2:
+            continue
+        if int(match.group()[2:], 16) >= 0xDC00:  # a low surrogate, not after a high one
+            return True
+        low = _SURROGATE_ESCAPE.match(text, start + 6)
+        if low is None or int(low.group()[2:], 16) < 0xDC00:
+            return True
+        paired_at = start + 6
+    return False
+
+
+def _shown(key: str) -> str:
+    """A key as it may be shown back: a lone surrogate written as its escape, ``\\ud800``."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    found = _SURROGATE.search(text)
+    return f"Holds a lone surrogate (\\u{ord(found.group()):04x}), which is not a character." if found else None
+
+
+def _refusals(value: Any) -> list[tuple[tuple[str, ...], str]]:
+    """The refused values in ``value`` (a ``_Refused``, a string or key holding a lone surrogate),
+    each with its path, the first ``MAX_NAMED_PROBLEMS`` in document order. Iterative: a body may be
+    nested as deep as ``json`` goes. A refused key is named, not its value."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    todo: list[tuple[tuple[str, ...], Any]] = [((), value)]
+    while todo and len(found) < MAX_NAMED_PROBLEMS:
+        path, item = todo.pop()
+        if isinstance(item, dict):
+            todo += [((*path, _shown(k)), k if _SURROGATE.search(k) else v) for k, v in reversed(item.items())]
+        elif isinstance(item, list):
+            todo += [((*path, str(n)), child) for n, child in reversed(list(enumerate(item)))]
+        elif isinstance(item, _Refused):
+            found.append((path, item.reason))
+        elif isinstance(item, str) and (reason := _lone_surrogate(item)):
+            found.append((path, reason))
+    return found
+
+
+def _refused(problems: list[tuple[tuple[str, ...], str]]) -> errors.ValidationError:
+    """One 422 naming each refused value the way marshmallow does: nested by field, then by index."""
+    details: dict[str, Any] = {}
+    for path, reason in problems:
+        *parents, last = path or ("_body",)
+        node: Any = details
+        for step in parents:
+            node = node.setdefault(step, {}) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.setdefault(last, []), list):
+            node[last].append(reason)
+    return errors.ValidationError(f"invalid fields: {', '.join('.'.join(p) or '_body' for p, _ in problems)}",
+                                  details)
+
+
+def decode_json(body: bytes | str) -> Any:
+    """A request body as JSON by RFC 8259: the one decoder of every body the API reads.
+
+    Refused where Python's ``json`` takes them: bytes that are not UTF-8 (nor the UTF-16/32 ``json``
+    detects), UTF-8-encoded surrogates among them (400 ``invalid_json``, with the position); then,
+    each a 422 naming the field where it stood (``{"data": {"n": ["…"]}}``): ``NaN``, ``Infinity``,
+    ``-Infinity`` and numbers that overflow to them (``1e999``), which no JSON parser reads back and
+    which Flask would write out as they are; whole numbers past Python's int-string limit (4,300
+    digits: ``int()`` raises a plain ``ValueError``); lone surrogates (``"\\ud800"``), which are not
+    characters and fail wherever the text is encoded (a secret's encryption, Redis, a template, a
+    request sent on). A body only pays for the walk that names them when it holds one.
+    """
+    text = _as_text(body)
+    maybe_lone = isinstance(body, str) and _SURROGATE.search(text) is not None  # raw: only a str has them
+    hooks = _Hooks()
+    try:
+        value = _parse(text, hooks, bounded_ints=False)
+    except ValueError:  # an integer past the limit (JSONDecodeError is handled in _parse): again, to say where
+        value = _parse(text, hooks, bounded_ints=True)
+    if hooks.refused or maybe_lone or _escapes_a_lone_surrogate(text):
+        problems = _refusals(value)
+        if problems:
+            raise _refused(problems)
+    return value

@@ -26,8 +26,14 @@ def gunicorn_options(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "accesslog": environ.get("HOOKGATE_ACCESS_LOG") or None,
         "errorlog": "-",
         "loglevel": environ.get("HOOKGATE_LOG_LEVEL", "info").lower(),
+        # gunicorn's walls, above the API's own limits (api.MAX_URL_BYTES, MAX_HEADER_FIELDS,
+        # MAX_HEADER_BYTES) so that what lies between gets hookgate's JSON 414/431. The request line
+        # stays at 8190, gunicorn's maximum: past it the only setting is "unlimited", and its parser
+        # copies the buffer on every read (a 4 MB line cost a worker 3 s of CPU). The header walls
+        # are kept low for the same reason: fields x field size is what it buffers (2 MB here).
         "limit_request_line": 8190,
-        "limit_request_fields": 100,
+        "limit_request_fields": 128,
+        "limit_request_field_size": 16384,
         # gunicorn >= 24 opens a control socket under ~/.gunicorn; hookgate does not use it.
         "control_socket_disable": True,
     }

@@ -18,7 +18,9 @@ import re
 
 import pytest
 
+from hookgate.adapters._common import loads_lenient
 from hookgate.builtin_plugins import meta, slack, sms
+from hookgate.errors import InvalidJSON
 from hookgate.filters import MAX_REGEX, compile_condition, validate_condition
 from hookgate.routing import RoutingIndex
 
@@ -220,3 +222,19 @@ def test_a_58_kib_phone_through_an_sms_preset(client, admin, make_source, post_e
 def test_slack_escaping_is_plain_replacement_of_58_kib():
     """slack_escape uses no regular expression: three ``str.replace`` calls, linear."""
     assert slack.slack_escape("<&>" * (KIB58 // 3)) == "&lt;&amp;&gt;" * (KIB58 // 3)
+
+
+def test_comment_stripping_is_linear_on_unterminated_escaped_strings(client, make_source):
+    """``loads_lenient`` strips ``//`` comments outside strings. Its string pattern once backtracked from
+    every quote of ``"\\"\\"\\"…`` to the end (40,001 characters: 6.2 s; these 200,001: minutes); now a
+    string that never closes is consumed once, the body is refused as JSON, and a commented body still
+    parses with its URLs intact."""
+    hostile = '"' + '\\"' * 100_000
+    with pytest.raises(InvalidJSON):
+        loads_lenient(hostile)
+    assert loads_lenient('{"u": "http://x//y", // note\n "q": "\\"//"}') == {"u": "http://x//y", "q": '"//'}
+    source_id, key = make_source("we", "webengage")
+    answer = client.post(f"/v1/sources/{source_id}/events", data=hostile.encode(),
+                         headers={"Content-Type": "application/json", "X-Hookgate-Key": key})
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "invalid_json"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
@@ -20,7 +19,7 @@ import marshmallow
 
 from ..errors import ValidationError
 from ..events import MAX_EVENTS_PER_REQUEST, check_count
-from ..schemas import EventSchema
+from ..schemas import EventSchema, decode_json
 
 __all__ = [
     "ItemError", "fail", "collect", "parse_items", "parse_time", "text", "required", "scalar", "obj",
@@ -32,7 +31,7 @@ _schema = EventSchema()
 _ID_OK = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
-_STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\r\n]*')
+_STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*+"?|//[^\r\n]*')
 
 # A subscription change (not the ``unsubscribe`` message event, which is a campaign event → system).
 _SUBSCRIPTION = re.compile(r"opt[_\-\s.]?(in|out)|subscription|preference|consent", re.IGNORECASE)
@@ -238,10 +237,12 @@ def loads_lenient(body: str | bytes) -> Any:
     """JSON that may carry ``//`` line comments, as the platforms' documented examples do.
 
     WebEngage's own example bodies annotate a value with ``// …``; strict JSON refuses them. Comments
-    are removed only outside strings (a URL's ``//`` is kept), then the text is parsed strictly.
+    are removed only outside strings (a URL's ``//`` is kept), then the text is read by the API's one
+    decoder (``schemas.decode_json``: its ``InvalidJSON`` and ``ValidationError``); a body that is
+    not UTF-8 raises ``UnicodeDecodeError``.
     """
     source = body.decode("utf-8") if isinstance(body, bytes) else body
-    return json.loads(_STRING_OR_COMMENT.sub(_keep_strings, source))
+    return decode_json(_STRING_OR_COMMENT.sub(_keep_strings, source))
 
 
 def _keep_strings(match: re.Match[str]) -> str:

@@ -28,7 +28,8 @@ MAX_DEPTH = 64
 
 
 def parse(body: bytes | str) -> Element:
-    """Parse an XML body; anything unsafe or malformed is a ``ValidationError`` (422)."""
+    """Parse an XML body; anything unsafe or malformed, or in an encoding that cannot be read, is a
+    ``ValidationError`` (422)."""
     try:
         return fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
@@ -36,6 +37,9 @@ def parse(body: bytes | str) -> Element:
             "the XML body is refused: DTDs, entity declarations and external references are not allowed",
             {"_body": [type(exc).__name__]},
         ) from None
+    except LookupError as exc:  # the declaration names an encoding Python has not, or not for text
+        raise ValidationError("the XML body declares an encoding hookgate cannot read",
+                              {"_body": [str(exc)]}) from None
     except (ParseError, ValueError, TypeError) as exc:
         raise ValidationError("the body is not well-formed XML", {"_body": [str(exc)]}) from None
 

@@ -83,7 +83,7 @@ def _payload(kind: str):
         # WebEngage's own examples carry // comments; take them as documented.
         try:
             return loads_lenient(request.get_data(cache=True)), None
-        except ValueError:
+        except (InvalidJSON, UnicodeDecodeError):
             raise InvalidJSON("the body is not valid JSON") from None
 
 
