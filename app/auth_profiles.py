@@ -5,7 +5,8 @@ Security rules kept here:
 - **Secrets at rest.** Every secret field (password, token, secret header values, URL query values,
   client_secret, private_key, signing secrets) is encrypted with the runtime's ``SecretBox`` before it
   reaches Redis. ``public()`` is the only view the API shows: secrets become ``MASK``, never a value or
-  a prefix of one. ``reveal()`` decrypts, for the outbound path only.
+  a prefix of one. ``reveal()`` decrypts, for the outbound path only; ``scrubber()`` masks the
+  revealed secrets, in every encoding they are sent in, out of what is kept of a request's answer.
 - **Endpoint prefix.** Every profile is bound to a URL prefix; ``covers()`` decides whether a URL lies
   under it (same scheme, host and port; the URL's path segments start with the prefix's segments; a
   path with ``.``/``..`` segments or backslashes is never covered, so it cannot climb out after the
@@ -45,14 +46,16 @@ from marshmallow import ValidationError as SchemaError
 from marshmallow import fields as mf
 
 from .errors import NotFound, ValidationError
+from .headers import RESERVED, name_validator, validate_items, validate_value
 from .oauth import valid_domain
+from .scrub import Scrubber
 from .secrets import SecretBox
 from .signatures import new_hmac_secret, new_whsec
 from .store import bump_config, keys, new_id, now_ms
 from .tls import check_ca
 
 __all__ = ["MASK", "SCHEMAS", "TYPES", "AuthProfileStore", "ProfileSchema", "check_ca", "check_certificate_pair",
-           "check_whsec", "covers", "public", "reveal", "secret_values"]
+           "check_whsec", "covers", "public", "reveal", "scrubber", "secret_values"]
 
 MASK = "••••••"
 TYPES = ("basic", "bearer", "headers", "url", "signed_payload", "standard_webhooks",
@@ -162,11 +165,22 @@ def reveal(profile: dict[str, Any], box: SecretBox) -> dict[str, Any]:
 
 
 def secret_values(plain: dict[str, Any]) -> list[str]:
-    """Every secret of a revealed profile, to scrub them from error messages."""
+    """Every secret of a revealed profile (a secret header's value with and without the whitespace
+    around it: a header parser drops it)."""
     values = [plain.get(n) for n in SCALAR_SECRETS.get(plain["type"], ())]
-    values += [h["value"] for h in plain.get("headers") or [] if h.get("secret")]
+    values += [v for h in plain.get("headers") or [] if h.get("secret") for v in (h["value"], h["value"].strip())]
     values += list((plain.get("query") or {}).values()) + list(plain.get("signing_secrets") or [])
     return [v for v in values if isinstance(v, str) and v]
+
+
+def scrubber(plain: dict[str, Any]) -> Scrubber:
+    """The ``Scrubber`` of a revealed profile's secrets: each in every encoding, and the pairs that
+    travel as one (``basic`` and ``url``: user and password; OAuth 2.0: client id and secret)."""
+    if plain["type"] == "oauth2_client_credentials":
+        pairs = [(plain.get("client_id"), plain.get("client_secret"))]
+    else:
+        pairs = [(plain.get("username"), plain.get("password"))] if plain["type"] in ("basic", "url") else []
+    return Scrubber(secret_values(plain), pairs)
 
 
 def _still_needs(profile: dict[str, Any], given: list[str]) -> None:
@@ -307,12 +321,12 @@ class AuthProfileStore:
 
 # -- what a profile of each type may hold ---------------------------------------------------------------
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token: a header name
-_NO_CTL = re.compile(r"^[^\x00-\x1f\x7f]*$")  # no CR, LF, NUL or other controls in values
-# Headers hookgate sets itself: a profile may not set them.
-_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type",
-                               "webhook-id", "webhook-timestamp", "webhook-signature", "x-hookgate-delivery",
-                               "x-hookgate-attempt"})
+_NO_CTL = re.compile(r"^[^\x00-\x1f\x7f]*\Z")  # no CR, LF, NUL or other controls in values (\Z: not $,
+# which matches before a final "\n")
+# The names a profile's headers may not take (headers.py's rule): the reserved ones, and Content-Type
+# (credentials do not change what the body is). Its signature headers may be hookgate's defaults.
+PROFILE_RESERVED = RESERVED | {"content-type"}
+SIGNATURE_RESERVED = PROFILE_RESERVED - {"x-hookgate-signature", "x-hookgate-timestamp"}
 
 
 def _text(maximum: int, *, required: bool = True, minimum: int = 1) -> mf.String:
@@ -320,17 +334,6 @@ def _text(maximum: int, *, required: bool = True, minimum: int = 1) -> mf.String
     checks = [validate.Length(minimum, maximum),
               validate.Regexp(_NO_CTL, error="Control characters (CR, LF, NUL…) are not allowed.")]
     return mf.String(required=required, validate=checks)
-
-
-def _check_header_name(value: str) -> None:
-    if not _TOKEN.match(value):
-        raise SchemaError("Not a valid header name (RFC 9110 token).")
-    if value.lower() in _RESERVED_HEADERS:
-        raise SchemaError("hookgate sets this header itself.")
-
-
-def _header_name(**kwargs: Any) -> mf.String:
-    return mf.String(validate=[validate.Length(1, 128), _check_header_name], **kwargs)
 
 
 def _not_mask(value: Any) -> None:
@@ -379,24 +382,17 @@ class BasicSchema(ProfileSchema):
 
 class BearerSchema(ProfileSchema):
     token = mf.String(required=True, validate=[validate.Length(1, 8192), _not_mask, validate.Regexp(
-        re.compile(r"^[\x21-\x7e]+$"), error="Visible ASCII characters only, no spaces.")])
+        re.compile(r"^[\x21-\x7e]+\Z"), error="Visible ASCII characters only, no spaces.")])
 
 
 class HeaderItem(Schema):
-    name = _header_name(required=True)
-    value = mf.String(required=True, validate=[validate.Length(0, 8192), _not_mask, validate.Regexp(
-        re.compile(r"^[^\r\n\x00]*$"), error="Header values may not contain CR, LF or NUL.")])
+    name = mf.String(required=True, validate=name_validator(PROFILE_RESERVED))
+    value = mf.String(required=True, validate=[_not_mask, validate_value])
     secret = mf.Boolean(load_default=True)
 
 
 class HeadersSchema(ProfileSchema):
-    headers = mf.List(mf.Nested(HeaderItem), required=True, validate=validate.Length(1, 50))
-
-    @validates("headers")
-    def _unique(self, value: list[dict[str, Any]], data_key: str) -> None:
-        names = [str(h.get("name", "")).lower() for h in value if "name" in h]
-        if len(set(names)) != len(names):
-            raise SchemaError("Each header name once.")
+    headers = mf.List(mf.Nested(HeaderItem), required=True, validate=[validate.Length(min=1), validate_items])
 
 
 class UrlSchema(ProfileSchema):
@@ -409,8 +405,9 @@ class UrlSchema(ProfileSchema):
 
 class SignedPayloadSchema(ProfileSchema):
     secret = mf.String(validate=validate.Length(16, 512))
-    signature_header = _header_name(load_default="X-Hookgate-Signature")  # defaults apply on create only:
-    timestamp_header = _header_name(load_default="X-Hookgate-Timestamp")  # a partial load skips them
+    # defaults apply on create only: a partial load skips them
+    signature_header = mf.String(load_default="X-Hookgate-Signature", validate=name_validator(SIGNATURE_RESERVED))
+    timestamp_header = mf.String(load_default="X-Hookgate-Timestamp", validate=name_validator(SIGNATURE_RESERVED))
 
 
 class StandardWebhooksSchema(ProfileSchema):

@@ -150,7 +150,7 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     """Run everything: the embedded store (unless HOOKGATE_REDIS_URL is set), the API and workers."""
     settings = Settings.from_env()
     data = Path(data_dir or settings.data_dir).resolve()
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ, HOOKGATE_DATA_DIR=str(data))
 
     server = None
@@ -160,7 +160,7 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
         server = EmbeddedServer(data)
         server.start(preexec_fn=_die_with_parent)
         env["HOOKGATE_REDIS_URL"] = server.url
-        click.echo(f"store: embedded Valkey at {server.url} (data in {server.directory})")
+        click.echo(f"store: embedded Valkey at {server.shown_url} (data in {server.directory})")
 
     token = settings.admin_token or _secret_file(data / "admin_token", lambda: "hga_" + secrets.token_urlsafe(32))
     env["HOOKGATE_ADMIN_TOKEN"] = token

@@ -48,13 +48,15 @@ def _forget_failures(pipe: Pipeline, destination_id: str) -> None:
     unhold(pipe, destination_id)
 
 
-def check_templates(fields: dict[str, Any]) -> None:
-    """Every template a destination's fields give compiles (a 422 naming the template otherwise)."""
+def check_templates(fields: dict[str, Any], fmt: str | None = None) -> None:
+    """Every template a destination's fields give compiles for its format (``fmt``, else the fields'),
+    each placeholder escapable where it stands (a 422 naming the template and the line otherwise)."""
+    fmt = fmt or fields.get("format") or "json"
     batch = fields.get("batch") or {}
     for name, source in (("template", fields.get("template")), ("batch.item_template", batch.get("item_template")),
                          ("batch.root_template", batch.get("root_template"))):
         if source is not None:
-            validate_template(source, field=name)
+            validate_template(source, field=name, fmt=fmt)
 
 
 def missing_secrets(db: redis.Redis, destination: dict[str, Any]) -> list[str]:
@@ -119,8 +121,8 @@ class DestinationStore:
     def _check(self, destination_id: str, fields: dict[str, Any], current: dict[str, Any] | None = None) -> None:
         """What a schema cannot see: templates compile, referenced records exist, and an auth
         profile's credentials would only go under its endpoint prefix."""
-        check_templates(fields)
         merged = {**(current or {}), **fields}
+        check_templates(fields, merged.get("format"))
         problems = {**self._reference_problems(destination_id, fields), **self._shape_problems(merged)}
         if merged.get("auth_profile_id") and ("auth_profile_id" in fields or "url" in fields):
             problems.update(self._profile_problems(merged["auth_profile_id"], merged["url"]))

@@ -4,11 +4,21 @@ Its data lives under ``<data dir>/valkey`` with the append-only file on, so acce
 pending deliveries survive a restart. The server runs in a session of its own (a Ctrl-C meant for
 ``hookgate up`` must not stop the store before the workers have finished with it) and gets SIGTERM
 if ``hookgate up`` dies, so it never outlives the process that started it.
+
+What it holds is private to the user running it. It listens on loopback, where any local user can
+connect, so it requires a password: generated once (32 random bytes) into ``valkey/password``, and
+carried by ``url``, the URL the app connects with (``shown_url`` masks it). ``valkey/`` is 0700 and
+every file in it 0600 — the password, the configuration (which holds it), the log, and the
+append-only files and dump Valkey writes, which it creates under a umask of 077; files an older
+version left wider are narrowed at start.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,37 +36,76 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+def _private(path: Path) -> None:
+    """``path`` (a directory) and everything under it readable by its owner only."""
+    path.chmod(0o700)
+    for folder, directories, files in os.walk(path):
+        for name in directories:
+            os.chmod(os.path.join(folder, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` of a file that is 0600 whether it is created now or was there (made wider before)."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
+def _password(path: Path) -> str:
+    """The store's password: read from ``path``, or generated into it (0600) the first time (and
+    again if a crash left the file empty: an empty ``requirepass`` would mean none)."""
+    if path.exists() and (kept := path.read_text().strip()):
+        return kept
+    password = secrets.token_urlsafe(32)  # URL-safe: it goes into the URL as it is
+    with os.fdopen(_open_private(path, os.O_WRONLY | os.O_TRUNC), "w") as file:
+        file.write(password + "\n")
+    return password
+
+
 class EmbeddedServer:
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None):
         self.directory = data_dir / "valkey"
         self.host = host
         self.port = port or _free_port(host)
         self.process: subprocess.Popen | None = None
+        self.password = ""  # read or made by start()
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The URL the app connects with: it carries the password (never print it; see ``shown_url``)."""
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
+
+    @property
+    def shown_url(self) -> str:
+        return f"redis://:••••••@{self.host}:{self.port}/0"
 
     def start(self, preexec_fn: Callable[[], None] | None = None, timeout: float = 30.0) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private(self.directory)
+        self.password = _password(self.directory / "password")
         config = self.directory / "valkey.conf"
-        config.write_text("\n".join([
-            f"bind {self.host}",
-            f"port {self.port}",
-            f'dir "{self.directory}"',
-            "protected-mode yes",
-            "daemonize no",
-            "appendonly yes",
-            "appendfsync everysec",
-            'save ""',
-            'logfile ""',
-            "loglevel notice",
-        ]) + "\n")
-        with open(self.directory / "valkey.log", "ab") as log:
+        with os.fdopen(_open_private(config, os.O_WRONLY | os.O_TRUNC), "w") as file:
+            file.write("\n".join([
+                f"bind {self.host}",
+                f"port {self.port}",
+                f'dir "{self.directory}"',
+                f"requirepass {self.password}",  # in the 0600 file, not the command line `ps` shows
+                "protected-mode yes",
+                "daemonize no",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                'logfile ""',
+                "loglevel notice",
+            ]) + "\n")
+        with os.fdopen(_open_private(self.directory / "valkey.log", os.O_WRONLY | os.O_APPEND), "ab") as log:
             self.process = subprocess.Popen([str(get_binary_path()), str(config)], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.directory,
-                                            preexec_fn=preexec_fn)
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1)
+                                            preexec_fn=preexec_fn, umask=0o077)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

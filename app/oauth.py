@@ -12,7 +12,8 @@ Security rules kept here:
   ``.netrc`` from the environment are ignored; the token endpoint must be HTTPS (oauthlib's rule).
 - **Secrets.** The cached token is encrypted with the ``SecretBox``; the client secret travels as
   HTTP Basic (``client_auth=header``, RFC 6749 §2.3.1, form-encoded first), in the form body, or in
-  the query string; errors are scrubbed of it before they are raised (they end up in delivery logs).
+  the query string; errors are scrubbed of it in each of those encodings (``scrub.Scrubber``) before
+  they are raised: they end up in delivery logs, and a token endpoint's refusal may repeat the request.
 
 Cache: ``hookgate:oauth:<profile id>`` holds ``{"t": <encrypted token>, "h": <sha256 prefix>}`` with a
 TTL of ``expires_in`` minus a margin, so a token is refreshed before it expires. A short lock key
@@ -27,7 +28,7 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import redis
 import requests
@@ -36,11 +37,11 @@ from requests_oauthlib import OAuth2Session
 
 from .delivery.http import GuardedAdapter
 from .errors import DeliveryError
+from .scrub import Scrubber
 from .store import keys
 from .tls import Trust
 
-__all__ = ["fetch_token", "get_token", "invalidate", "scrub", "token_endpoint_allowed",
-           "valid_domain"]
+__all__ = ["fetch_token", "get_token", "invalidate", "token_endpoint_allowed", "valid_domain"]
 
 # requests-oauthlib and oauthlib log request bodies and tokens at DEBUG: keep them quiet whatever
 # HOOKGATE_LOG_LEVEL says.
@@ -70,14 +71,6 @@ def token_endpoint_allowed(profile: dict[str, Any], url: str) -> bool:
         return token_origin == target_origin
     host = token_origin[1]
     return any(host == d.lower() or (d.startswith("*.") and host.endswith(d[1:].lower())) for d in domains)
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret (and its URL-encoded forms) replaced by a mask."""
-    for secret in (s for s in secrets if len(s) >= 4):  # shorter ones would garble the whole message
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(form, "••••••")
-    return text
 
 
 def _session(allowed_networks: tuple, client: BackendApplicationClient,
@@ -120,17 +113,19 @@ def fetch_token(profile: dict[str, Any], *, allowed_networks: tuple, trust: Trus
         options.update(include_client_id=True, client_secret=secret)
     token_parts = urlsplit(profile["token_url"])
     where = f"{token_parts.scheme}://{token_parts.netloc}{token_parts.path}"  # no query: nothing secret
+    # a refusal may repeat the request: the secret, form-encoded, or in the Basic header
+    hidden = Scrubber([secret], [(client_id, secret)])
     try:
         return dict(session.fetch_token(profile["token_url"], timeout=timeout, verify=trust or True, **options))
     except Warning as warning:  # oauthlib: the server granted another scope than asked; take the token
         token = getattr(warning, "token", None)
         if token and token.get("access_token"):
             return dict(token)
-        reason = scrub(str(warning), [secret])
+        reason = hidden.text(str(warning))
         raise DeliveryError(f"oauth2 token request to {where} failed: {reason}",
                             {"token_url": where, "retryable": False}) from None
     except Exception as exc:  # noqa: BLE001 -- requests, oauthlib, SSRF guard alike: one secret-free message
-        reason = scrub(f"{type(exc).__name__}: {exc}", [secret])[:500]
+        reason = hidden.text(f"{type(exc).__name__}: {exc}")[:500]
         status = answered.get("status")
         # Worth retrying later: the endpoint was unreachable, or answered 5xx/408/429.
         retryable = (isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError))

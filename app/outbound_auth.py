@@ -5,8 +5,11 @@
 - **Prefix first.** Credentials are added only when the profile's endpoint prefix covers the URL
   (``auth_profiles.covers``); otherwise it raises ``DeliveryError`` and nothing is sent with them.
 - **No secrets in logs.** ``DeliveryError`` messages carry no secret. ``Prepared.url`` may carry URL
-  credentials (``url`` profiles): log ``Prepared.safe_url``. urllib3's DEBUG request lines get their
-  query strings redacted by a filter installed here.
+  credentials (``url`` profiles): log ``Prepared.safe_url``. ``Prepared.scrubber`` masks every
+  credential the request carries (the profile's, and the OAuth access token as fetched) in every
+  encoding it was sent in: the caller scrubs what it keeps of the answer with it, since a receiver
+  may echo the request. urllib3's DEBUG request lines get their query strings redacted by a filter
+  installed here.
 - **mTLS material stays in memory.** The certificate and key go into the request's TLS context
   (``Prepared.trust``, see ``tls.py``), read from memory; no key file is left on disk. An expired or
   not yet valid certificate is never used (``DeliveryError``).
@@ -33,9 +36,11 @@ import redis
 import requests
 
 from . import oauth
-from .auth_profiles import check_certificate_pair, covers, reveal, secret_values
+from .auth_profiles import check_certificate_pair, covers, reveal, scrubber
 from .delivery.http import USER_AGENT, Sender
 from .errors import BlockedDestination, DeliveryError
+from .headers import FRAMING, check_sent
+from .scrub import NOTHING, Scrubber
 from .secrets import SecretBox
 from .signatures import sign_hmac, sign_standard
 from .store import new_id
@@ -70,6 +75,7 @@ class Prepared:
     trust: Trust | None = None  # the profile's CA and (mTLS) client certificate
     safe_url: str = ""  # the URL without the profile's credentials, for delivery logs
     oauth_token: str | None = field(default=None, repr=False)  # the token sent (see handle_unauthorized)
+    scrubber: Scrubber = NOTHING  # masks the credentials this request carries, in every encoding
 
 
 def _set(headers: dict[str, str], name: str, value: str) -> None:
@@ -95,7 +101,7 @@ def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, meth
         plain = reveal(profile, box)
     except RuntimeError as exc:
         raise DeliveryError(f"auth profile {ident}: {exc}", {"auth_profile": ident}) from None
-    headers = dict(headers)
+    given, headers = headers, dict(headers)
     kind = plain["type"]
     cas = (plain["ca_certificate"],) if plain.get("ca_certificate") else ()
     trust = Trust(cas) if cas else None
@@ -115,7 +121,11 @@ def apply_auth(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, meth
         trust = _client_certificate(ident, plain, cas)
     else:
         raise DeliveryError(f"auth profile {ident} has an unknown type {kind!r}", {"auth_profile": ident})
-    return Prepared(target, headers, trust, safe_url=url, oauth_token=token)
+    # the header rule (headers.py) on what the profile adds, as it goes out (a token as fetched, a
+    # profile saved before the rule): HeaderRefused, a DeliveryError, and nothing is sent
+    check_sent({k: v for k, v in headers.items() if given.get(k) != v}, f"auth profile {ident}", reserved=FRAMING)
+    return Prepared(target, headers, trust, safe_url=url, oauth_token=token,
+                    scrubber=scrubber(plain) + Scrubber([token]))
 
 
 def _set_credential_headers(kind: str, plain: dict[str, Any], headers: dict[str, str]) -> None:
@@ -218,36 +228,37 @@ def fingerprint(*parts: str) -> str:
 def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: str, path: str,
           allowed_networks: tuple, timeout: float = 10.0) -> dict[str, Any]:
     """Call ``endpoint_prefix + path`` with the profile's credentials and an empty body.
-    ``ok`` only on HTTP 200; ``response`` is the first 2 KB; ``error`` says why not."""
+    ``ok`` only on HTTP 200; ``response`` is the first 2 KB; ``error`` says why not. The answer is
+    scrubbed of every credential the request carried (a receiver may echo them)."""
     url = profile["endpoint_prefix"].rstrip("/") + "/" + path.lstrip("/")
     sender = Sender(allowed_networks, pool_size=1)
-    hidden: list[str] = []
+    hidden = NOTHING
     result: dict[str, Any] = {"ok": False, "status_code": None, "response": "", "error": None}
     try:
-        hidden = secret_values(reveal(profile, box))
+        hidden = scrubber(reveal(profile, box))
         for attempt in (1, 2):
             prepared = apply_auth(profile, box, db, method=method, url=url,
                                   headers={"User-Agent": USER_AGENT}, body=b"", event_id=new_id("msg"),
                                   allowed_networks=allowed_networks, timeout=timeout)
-            if prepared.oauth_token:
-                hidden.append(prepared.oauth_token)
+            hidden += prepared.scrubber
             response = sender.session.request(method, prepared.url, headers=prepared.headers, data=b"",
                                               verify=prepared.trust or True,  # type: ignore[arg-type]
                                               timeout=timeout,
                                               allow_redirects=False, stream=True)
-            raw = response.raw.read(PROBE_RESPONSE_LIMIT, decode_content=True) or b""
+            raw = response.raw.read(PROBE_RESPONSE_LIMIT + 1, decode_content=True) or b""
             response.close()
             if response.status_code == 401 and attempt == 1 and handle_unauthorized(profile, db, prepared):
                 continue
+            text = raw[:PROBE_RESPONSE_LIMIT].decode(response.encoding or "utf-8", errors="replace")
             result.update(status_code=response.status_code, ok=response.status_code == 200,
-                          response=raw.decode(response.encoding or "utf-8", errors="replace"))
+                          response=hidden.text(text, cut=len(raw) > PROBE_RESPONSE_LIMIT))
             if response.status_code != 200:
                 result["error"] = f"the endpoint answered HTTP {response.status_code}"
             break
     except (DeliveryError, BlockedDestination) as exc:
-        result["error"] = oauth.scrub(exc.message, hidden)
+        result["error"] = exc.message
     except (requests.RequestException, ConnectionError, ValueError, RuntimeError) as exc:
-        result["error"] = oauth.scrub(f"{type(exc).__name__}: {exc}", hidden)[:500]
+        result["error"] = hidden.text(f"{type(exc).__name__}: {exc}")[:500]
     finally:
         sender.session.close()
-    return result
+    return hidden.value(result)

@@ -3,25 +3,27 @@
 A destination made from a preset stores what it needs to send under ``destination["preset"]``:
 the preset's name, base URL, path and header patterns, its public parameter values, and its secret
 ones encrypted. At send time ``request_parts`` renders the URL and headers with the revealed values,
-and gives the URL to log (secrets masked) and the texts an error must not show.
+and gives the URL to log (secrets masked) and the ``Scrubber`` of its secrets.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import marshmallow
 
 from .errors import ValidationError
+from .headers import nested, preset_problems
 from .preset_templates import preset_url, render_text
 from .presets import MASK, URL_MASK, Preset, PresetCatalog
 from .rendering import RenderError
+from .scrub import Scrubber
 from .secrets import SecretBox
 
-__all__ = ["from_preset_body", "masked_params", "patch_preset_params", "preset_destination", "public_state",
-           "request_parts", "resolve_params", "revealed_params", "scrub"]
+__all__ = ["check_headers", "from_preset_body", "masked_params", "patch_preset_params", "preset_destination",
+           "public_state", "request_parts", "resolve_params", "revealed_params"]
 
 
 # -- parameters -------------------------------------------------------------------------------------
@@ -91,10 +93,10 @@ def revealed_params(state: dict[str, Any], box: SecretBox) -> dict[str, Any]:
 
 
 def request_parts(destination: dict[str, Any], box: SecretBox
-                  ) -> tuple[str, str, dict[str, str], dict[str, Any], tuple[str, ...]]:
+                  ) -> tuple[str, str, dict[str, str], dict[str, Any], Scrubber]:
     """For sending a preset destination: the URL, the URL to log (secrets masked), the preset's
-    headers, the parameter values the templates see, and the texts an error message must not show
-    (each secret value, URL-quoted, and a URL's path). Raises ``RenderError``."""
+    headers, the parameter values the templates see, and the ``Scrubber`` of its secret parameters
+    (each value, and a URL's path: the secret part of a webhook URL). Raises ``RenderError``."""
     state = destination["preset"]
     if state.get("needs_secrets"):  # imported without them: never send with a secret left empty
         raise RenderError("preset secrets were not re-entered after an import: " + ", ".join(state["needs_secrets"]))
@@ -105,25 +107,21 @@ def request_parts(destination: dict[str, Any], box: SecretBox
     masked = {**params, **{n: URL_MASK for n in state.get("secrets", {})}}
     headers = {name: render_text(source, params) for name, source in state.get("headers", {}).items()}
     headers = {k: v for k, v in headers.items() if v}  # an optional header left empty is not sent
-    hidden: set[str] = set()
+    return (preset_url(state, params), preset_url(state, masked), headers, params,
+            Scrubber(_secret_texts(state, params)))
+
+
+def _secret_texts(state: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """A preset destination's secret parameter values (as text), and the path of those that are
+    URLs (the path of a Slack or Zapier hook URL is what makes it secret)."""
+    texts = []
     for name in state.get("secrets", {}):
         value = params[name] if isinstance(params[name], str) else json.dumps(params[name])
-        hidden |= {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
+        texts.append(value)
         path = urlsplit(value).path
         if value.startswith(("http://", "https://")) and len(path) > 1:
-            hidden.add(path)
-    hidden = {text for text in hidden if len(text) >= 4}  # never mask a whole error over a tiny value
-    return (preset_url(state, params), preset_url(state, masked), headers, params,
-            tuple(sorted(hidden, key=len, reverse=True)))
-
-
-def scrub(text: str | None, hidden: tuple[str, ...]) -> str | None:
-    """``text`` with every secret of ``hidden`` masked (longest first)."""
-    if not text:
-        return text
-    for secret in hidden:
-        text = text.replace(secret, URL_MASK)
-    return text
+            texts.append(path)
+    return texts
 
 
 # -- destinations made from presets -------------------------------------------------------------------
@@ -145,6 +143,7 @@ def from_preset_body(catalog: PresetCatalog, box: SecretBox,
     values = resolve_params(preset, body.get("params", {}))
     fields = _built(preset, values, box)
     state = fields.pop("preset")
+    check_headers(state["headers"], values)
     given = {k: v for k, v in body.items() if k not in ("preset", "params")}
     if isinstance(given.get("batch"), dict) and fields.get("batch"):
         given["batch"] = {**fields["batch"], **given["batch"]}
@@ -172,11 +171,20 @@ def patch_preset_params(catalog: PresetCatalog, box: SecretBox, destination: dic
     fields = _built(preset, values, box)
     new_state = {**fields["preset"], "path": state["path"], "headers": state["headers"],
                  "base_url": state["base_url"]}
+    check_headers(new_state["headers"], values)
     masked = {**new_state["params"], **{n: URL_MASK for n in new_state["secrets"]}}
     changed: dict[str, Any] = {"url": preset_url(new_state, masked)}
     if fields.get("batch") and destination.get("batch") and "batch_size" in (given or {}):
         changed["batch"] = {**destination["batch"], "size": fields["batch"]["size"]}
     return changed, new_state
+
+
+def check_headers(patterns: dict[str, str], values: dict[str, Any]) -> None:
+    """The preset's headers, rendered over these parameter values, keep the header rule (headers.py):
+    a 422 naming each parameter that would break it (``params.<name>``), or the preset's header."""
+    problems = preset_problems(patterns, values)
+    if problems:
+        raise ValidationError("invalid params: " + ", ".join(".".join(map(str, p)) for p in problems), nested(problems))
 
 
 def _built(preset: Preset, values: dict[str, Any], box: SecretBox) -> dict[str, Any]:

@@ -26,11 +26,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from marshmallow import Schema, validate
+from marshmallow import Schema, validate, validates
 from marshmallow import fields as mf
 
 from .delivery.batch import render_batch
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, TemplateError
+from .headers import pattern_problems, validate_headers
 from .preset_templates import preset_url, render_text
 from .rendering import RenderError, render_delivery, validate_template
 from .schemas import FORMATS, METHODS
@@ -170,7 +171,17 @@ class Preset:
         """Every template compiles (a 422 naming the template and the line otherwise). Run once the
         plugins' filters are installed: a preset may use its own plugin's filters."""
         for where, source in self.sources().items():
-            validate_template(source, field=where)
+            text = where == "path" or where.startswith("headers.")  # the URL's path and headers are text
+            validate_template(source, field=where, fmt="text" if text else self.format)
+        self.check_headers()
+
+    def check_headers(self) -> None:
+        """Its header names and patterns keep the header rule (headers.py), as written and rendered
+        over example values, every parameter set (a ``{{ '\\r\\n' }}`` is only seen rendered): a 422 naming each."""
+        problems = pattern_problems(self.headers, {**{p.name: _placeholder(p) for p in self.params},
+                                                   **_example_values(self)})
+        if problems:
+            raise TemplateError(f"invalid headers: {', '.join(problems)}", {"headers": problems})
 
     def sources(self) -> dict[str, str]:
         """Every template of the preset, by where it is used."""
@@ -244,7 +255,7 @@ class PresetSchema(Schema):
     base_url = mf.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     path = mf.String(load_default="", validate=validate.Length(max=2048))
     format = mf.String(load_default="json", validate=validate.OneOf(FORMATS))
-    headers = mf.Dict(keys=mf.String(validate=validate.Length(1, 200)), values=mf.String(), load_default=dict)
+    headers = mf.Dict(keys=mf.String(), values=mf.String(), load_default=dict)
     template = mf.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
     batch = mf.Nested(PresetBatchSchema, load_default=None, allow_none=True)
     auth = mf.Dict(load_default=lambda: {"type": "none"})
@@ -252,6 +263,10 @@ class PresetSchema(Schema):
     docs_url = mf.String(load_default="", validate=validate.Length(max=2048))
     example_params = mf.Dict(load_default=dict)
     params = mf.List(mf.Nested(ParamSchema), load_default=list, validate=validate.Length(max=50))
+
+    @validates("headers")
+    def _headers(self, value: dict[str, str], data_key: str) -> None:
+        validate_headers(value)  # the one header rule (headers.py), on the patterns as written
 
 
 def load_preset(name: str, folder: Path | None = None, **code: Any) -> Preset:

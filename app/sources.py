@@ -25,7 +25,15 @@ def hash_key(key: str) -> str:
 
 
 def _hint(secret: str) -> str:
+    """What identifies a key or secret hookgate generated: its first characters (its prefix and a
+    few of 32 random bytes)."""
     return secret[:8] + "…"
+
+
+def _given_hint(secret: str) -> str:
+    """What is shown of a secret the user gave: not one of its characters (a user's secret may be
+    guessable, or used elsewhere), only its length."""
+    return f"given, {len(secret)} characters"
 
 
 def public(source: dict[str, Any]) -> dict[str, Any]:
@@ -57,17 +65,17 @@ class SourceStore:
         }
         signature = fields.get("signature")
         if signature:
-            secret = signature.get("secret") or (
-                new_whsec() if signature["type"] == "standard_webhooks" else new_hmac_secret())
+            given = signature.get("secret")
+            secret = given or (new_whsec() if signature["type"] == "standard_webhooks" else new_hmac_secret())
             assert self.box is not None
             source["signature"] = {
                 "type": signature["type"],
-                "secret_hint": _hint(secret),
+                "secret_hint": _given_hint(secret) if given else _hint(secret),
                 "secrets": [self.box.encrypt(secret)],
                 **({"header": signature["header"], "timestamp_header": signature["timestamp_header"]}
                    if signature["type"] == "hmac_sha256" else {}),
             }
-            if not signature.get("secret"):
+            if not given:
                 shown_once["signing_secret"] = secret
         with self.db.pipeline() as pipe:
             pipe.hset(keys.sources, source["id"], json.dumps(source))

@@ -140,7 +140,8 @@ def test_a_template_that_fails_or_renders_bad_json_is_an_error_without_a_request
     client, admin, receiver, make_source, make_destination, post_events, work
 ):
     source_id, key = make_source()
-    make_destination(receiver.url, name="not-json", template='{"name": {{ event.name }}}')
+    # escaping makes {{ event.name }} a JSON string; | safe is the way to write it raw, and so bad JSON
+    make_destination(receiver.url, name="not-json", template='{"name": {{ event.name | safe }}}')
     make_destination(receiver.url, name="raises", template="{{ event.data.n / 0 }}")
     ids = post_events(source_id, key, [{"name": "x", "data": {"n": 1}}]).get_json()["ids"]
     work()

@@ -2,7 +2,9 @@
 
 Every body is ``{"name", "type", "endpoint_prefix", "ca_certificate"?, …fields of the type}``, checked by
 the type's marshmallow schema (unknown fields refused). Secrets are write-only: every answer masks
-them; a generated signing secret is shown once, in the answer that created it. The type of a profile
+them; a generated signing secret is shown once, in the answer that created it. ``/test`` answers
+with what the endpoint said, scrubbed of every credential the probe carried (an endpoint may echo
+the request: ``outbound_auth.probe``). The type of a profile
 does not change (PATCH with another ``type`` is a 422); a PATCH replaces the fields it names.
 """
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
-from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate, validates, validates_schema
 from marshmallow import ValidationError as SchemaError
 
 from ..destinations import DestinationStore
 from ..errors import ValidationError
+from ..headers import validate_headers
 from ..presets import ParamSchema as PresetParamSchema
 from ..presets import Preset, public_preset
 from ..rendering import default_template
@@ -46,9 +47,13 @@ class UserPresetSchema(Schema):
     path = fields.String(validate=validate.Length(max=2048))
     method = fields.String(validate=validate.OneOf(METHODS))
     format = fields.String(validate=validate.OneOf(FORMATS))
-    headers = fields.Dict(keys=fields.String(validate=validate.Length(1, 200)), values=fields.String())
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
     template = fields.String(allow_none=True, validate=validate.Length(max=64 * 1024))
     params = fields.List(fields.Nested(ParamSchema), load_default=list, validate=validate.Length(max=50))
+
+    @validates("headers")
+    def _headers(self, value: dict[str, str], data_key: str) -> None:
+        validate_headers(value)  # the one header rule (headers.py), on the patterns as written
 
 
 def summary(preset: Preset) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..escaping import trusted
 from ..rendering import Rendered, RenderError, render_body, render_delivery
 
 __all__ = ["DEFAULT_ITEMS", "DEFAULT_ROOTS", "render_batch"]
@@ -40,7 +41,7 @@ def render_batch(destination: dict[str, Any], events: list[dict[str, Any]], *, m
         except RenderError as exc:
             errors[position] = f"render: item: {exc}"
             continue
-        items.append(rendered.body.decode())
+        items.append(trusted(rendered.body.decode(), fmt))  # checked JSON or XML: the root writes it as is
         included.append(event)
     if not items:
         return None, errors

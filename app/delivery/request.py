@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..preset_destinations import request_parts, scrub
+from ..headers import check_sent
+from ..preset_destinations import request_parts
 from ..presets import Preset, Verdict
 from ..rendering import Rendered
 from ..runtime import Runtime
+from ..scrub import NOTHING, Scrubber
 from .http import Response
 
 __all__ = ["NO_PRESET", "Outgoing", "PresetRequest", "Presets", "outgoing", "request_headers", "with_query"]
@@ -35,10 +37,10 @@ class PresetRequest(NamedTuple):
     params: dict[str, Any]
     plugin: Preset | None
     screen: Screen | None
-    hidden: tuple[str, ...]  # secret texts an error message must not show
+    hidden: Scrubber  # masks the preset's secrets in what is kept of the request and its answer
 
 
-NO_PRESET = PresetRequest(None, None, {}, {}, None, None, ())
+NO_PRESET = PresetRequest(None, None, {}, {}, None, None, NOTHING)
 
 
 class Outgoing(NamedTuple):
@@ -53,12 +55,19 @@ class Outgoing(NamedTuple):
 
 def request_headers(content_type: str, *layers: dict[str, str]) -> dict[str, str]:
     """A request's headers: the format's Content-Type, then each layer in turn (the preset's, the
-    destination's, hookgate's own), a later one winning; a layer may set its own Content-Type
-    (``application/json; charset=utf-8``) whatever the case of its name."""
+    destination's, hookgate's own), a later one winning whatever the case of its name (one field
+    per name); a layer may set its own Content-Type (``application/json; charset=utf-8``)."""
     headers = {"Content-Type": content_type}
+    spelt = {"content-type": "Content-Type"}  # each name as it is spelt in ``headers``
     for layer in layers:
         for name, value in layer.items():
-            headers["Content-Type" if name.lower() == "content-type" else name] = value
+            lowered = name.lower()
+            name = "Content-Type" if lowered == "content-type" else name
+            before = spelt.get(lowered)
+            if before is not None and before != name:
+                del headers[before]
+            spelt[lowered] = name
+            headers[name] = value
     return headers
 
 
@@ -78,7 +87,7 @@ def outgoing(destination: dict[str, Any], preset: PresetRequest, rendered: Rende
         return Outgoing(method, url, log_url, headers, rendered.body)
     if destination["format"] == "form" and rendered.body:
         query = rendered.body.decode()
-        url, log_url = with_query(url, query), scrub(with_query(log_url, query), preset.hidden) or ""
+        url, log_url = with_query(url, query), preset.hidden.text(with_query(log_url, query))
     headers.pop("Content-Type")
     return Outgoing(method, url, log_url, headers, None)
 
@@ -105,20 +114,25 @@ class Presets:
     def request(self, destination: dict[str, Any]) -> PresetRequest:
         """What a preset adds to this destination's requests (nothing for a plain destination); its
         secrets are decrypted once per change of the destination, not once per delivery. Raises
-        ``RenderError`` (secrets that do not decrypt, a URL that does not render)."""
-        if not destination.get("preset"):
-            return NO_PRESET
+        ``RenderError`` (secrets that do not decrypt, a URL that does not render) and ``HeaderRefused``:
+        the send-time check of the header rule (headers.py) on the destination's headers and the
+        preset's as rendered, once per change too (hookgate's own are made from checked ids)."""
         key = (destination["id"], destination.get("updated_at"))
         cached = self._cached.get(key)
         if cached is None:
-            url, log_url, headers, params, hidden = request_parts(destination, self.rt.secrets)
-            state = destination["preset"]
-            # a user's preset is never read by a plugin that later registers the same name
-            plugin = None if state.get("origin") == "user" else self.rt.plugins.presets.get(state["name"])
-            screen = _safe_screen(plugin.name, plugin.screen) if plugin is not None and plugin.screen else None
-            cached = PresetRequest(url, log_url, headers, params, plugin, screen, hidden)
+            check_sent(destination.get("headers") or {}, "the destination")
+            cached = self._preset_request(destination) if destination.get("preset") else NO_PRESET
             self._cached = {key: cached}
         return cached
+
+    def _preset_request(self, destination: dict[str, Any]) -> PresetRequest:
+        url, log_url, headers, params, hidden = request_parts(destination, self.rt.secrets)
+        state = destination["preset"]
+        check_sent(headers, f"preset {state['name']}")
+        # a user's preset is never read by a plugin that later registers the same name
+        plugin = None if state.get("origin") == "user" else self.rt.plugins.presets.get(state["name"])
+        screen = _safe_screen(plugin.name, plugin.screen) if plugin is not None and plugin.screen else None
+        return PresetRequest(url, log_url, headers, params, plugin, screen, hidden)
 
     def verdict(self, preset: PresetRequest, response: Response, references: list[str]) -> Verdict | None:
         """The preset plugin's reading of the answer (a 200 that says it failed; per-message outcomes)."""

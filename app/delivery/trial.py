@@ -3,7 +3,10 @@
 ``POST /v1/destinations/<id>/test`` renders with hookgate's non-personal sample event (or one given),
 shows the request (secrets masked: the logged URL, and headers a preset fills from secret
 parameters), and with ``send`` sends it exactly as a worker would (auth profile, SSRF guard, preset
-headers) and shows the answer and how it was classified. Nothing is recorded as a delivery.
+headers) and shows the answer and how it was classified. Nothing is recorded as a delivery. The
+answer is scrubbed of the preset's secrets, once, as a whole (an error text or an echoed request may
+hold one); the auth profile's credentials are scrubbed from the response where it is sent
+(``dispatch.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import Any
 
 from ..config import Settings
 from ..events import isoformat
-from ..preset_destinations import scrub
+from ..headers import HeaderRefused
 from ..presets import MASK, SAMPLE_EVENT, URL_MASK
 from ..rendering import Rendered, RenderError, render_delivery
 from ..runtime import Runtime
+from ..scrub import NOTHING
 from .batch import render_batch
 from .classify import classify
 from .dispatch import Dispatcher
@@ -31,21 +35,24 @@ def try_destination(rt: Runtime, destination: dict[str, Any], event: dict[str, A
     # the sample is "now": a receiver may refuse old events (Meta's 7 days)
     event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.UTC))}
     result: dict[str, Any] = {"event": event}
+    hidden = NOTHING
     try:
         preset = presets.request(destination)
+        hidden = preset.hidden
         if preset.screen is not None and (reason := preset.screen(event, preset.params)):
-            return {**result, "skipped": reason}
+            return hidden.value({**result, "skipped": reason})
         secret_names = set((destination.get("preset") or {}).get("secrets", {}))
         shown_params = {**preset.params, **{n: URL_MASK for n in secret_names}}
         rendered = _render(destination, event, rt.settings, preset.params)
         shown = _render(destination, event, rt.settings, shown_params) if secret_names else rendered
-    except RenderError as exc:
-        return {**result, "error": {"code": "render_failed", "message": str(exc)}}
+    except RenderError as exc:  # HeaderRefused too: a header that breaks the rule (headers.py) is not sent
+        code = "header_refused" if isinstance(exc, HeaderRefused) else "render_failed"
+        return hidden.value({**result, "error": {"code": code, "message": str(exc)}})
     method, url, headers, body, shown_request = _request(destination, event, preset, rendered, shown)
     result["request"] = shown_request
     if send:
         result["response"] = _answer(rt, presets, destination, preset, event, method, url, headers, body)
-    return result
+    return hidden.value(result)
 
 
 def _request(destination: dict[str, Any], event: dict[str, Any], preset: PresetRequest, rendered: Rendered,
@@ -65,9 +72,9 @@ def _request(destination: dict[str, Any], event: dict[str, Any], preset: PresetR
     secret_headers = _secret_headers(destination)
     return method, url, headers, body, {
         "method": method,
-        "url": scrub(log_url, preset.hidden),
-        "headers": {k: (MASK if k in secret_headers else scrub(v, preset.hidden)) for k, v in headers.items()},
-        "body": scrub(shown.body.decode(errors="replace"), preset.hidden) if body is not None else None,
+        "url": log_url,
+        "headers": {k: (MASK if k in secret_headers else v) for k, v in headers.items()},
+        "body": shown.body.decode(errors="replace") if body is not None else None,
         "auth_profile_id": destination.get("auth_profile_id"),
     }
 

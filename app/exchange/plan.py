@@ -20,6 +20,7 @@ from marshmallow import Schema, fields, validate
 from ..auth_profiles import SCALAR_SECRETS, SCHEMAS, SIGNING_TYPES, covers
 from ..destinations import DISABLED_FIELDS, check_templates
 from ..errors import HookgateError, ValidationError
+from ..headers import check_saved, nested, preset_problems
 from ..presets import NAME, PARAM_NAME, Preset, PresetCatalog, PresetSchema
 from ..rendering import validate_template
 from ..schemas import DestinationSchema, PolicySchema
@@ -181,6 +182,17 @@ def _check_url_profile(record: dict[str, Any], needed: set[str]) -> None:
         raise ValidationError("invalid", {"username": ["Give a username, query parameters, or both."]})
 
 
+def _check_preset_headers(state: dict[str, Any]) -> None:
+    """A preset state's headers keep the header rule as written, and rendered over its parameters (a
+    placeholder for each secret one, checked again when it is re-entered)."""
+    check_saved(state["headers"], ("preset", "headers"))
+    values = {**state["params"], **{name: _PLACEHOLDER for name in state["secret_params"]}}
+    problems = preset_problems(state["headers"], values)
+    if problems:
+        raise ValidationError("invalid", nested({(path if path[0] == "preset" else ("preset", *path)): messages
+                                                 for path, messages in problems.items()}))
+
+
 class Plan:
     """What an import would write, by section and id, once ``check`` found no problem."""
 
@@ -318,6 +330,7 @@ class Plan:
         for where, source in {"preset.path": state["path"],
                               **{f"preset.headers.{k}": v for k, v in state["headers"].items()}}.items():
             validate_template(source, field=where)
+        _check_preset_headers(state)
         current = self.existing["destinations"].get(record["id"])
         if (current is not None and current.get("preset") and current.get("url") == record["url"]
                 and exported_state(current["preset"]) == state):
