@@ -38,6 +38,13 @@ def parse_names(value: str) -> tuple[str, ...]:
     return tuple(sorted({name.strip() for name in value.split(",") if name.strip()}))
 
 
+def parse_positive(value: str | int) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, not {number}")
+    return number
+
+
 def parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
@@ -69,6 +76,7 @@ class Settings:
     lease_s: float = 60.0
     drain_chunk: int = 100
     drain_budget_s: float = 5.0
+    worker_concurrency: int = 256
     tick_interval_s: float = 1.0
     template_max_bytes: int = 256 * 1024
     template_timeout_s: float = 1.0
@@ -93,6 +101,7 @@ class Settings:
         "lease_s": ("HOOKGATE_LEASE", parse_duration),
         "drain_chunk": ("HOOKGATE_DRAIN_CHUNK", int),
         "drain_budget_s": ("HOOKGATE_DRAIN_BUDGET", parse_duration),
+        "worker_concurrency": ("HOOKGATE_WORKER_CONCURRENCY", parse_positive),
         "tick_interval_s": ("HOOKGATE_TICK", parse_duration),
         "template_max_bytes": ("HOOKGATE_TEMPLATE_MAX_BYTES", int),
         "template_timeout_s": ("HOOKGATE_TEMPLATE_TIMEOUT", parse_duration),

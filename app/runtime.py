@@ -14,7 +14,7 @@ from rq import Queue
 
 from . import store
 from .config import Settings
-from .delivery.http import Sender
+from .delivery.async_http import SyncBridge
 from .plugins import Plugins, load
 from .presets import PresetCatalog
 from .routing import Router
@@ -72,8 +72,15 @@ class Runtime:
         return PresetCatalog(self.db, self.plugins.presets)
 
     @cached_property
-    def sender(self) -> Sender:
-        return Sender(self.settings.allowed_networks)
+    def sender(self) -> SyncBridge:
+        """The one sender of this process: deliveries, trials and notifications all go through it."""
+        return SyncBridge(self.settings.allowed_networks, self.settings.worker_concurrency)
+
+    def close(self) -> None:
+        """Stop the sender's event loop and close its connections, if it was started."""
+        sender = self.__dict__.pop("sender", None)
+        if sender is not None:
+            sender.close()
 
 
 _lock = threading.Lock()

@@ -160,6 +160,9 @@ class DestinationSchema(Schema):
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     template = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64 * 1024))
     timeout_s = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))
+    # requests in flight to it at once, per worker process (the engine's adaptive limit stays below)
+    max_in_flight = fields.Integer(load_default=16, strict=True, validate=validate.Range(1, 1024))
+    ordered = fields.Boolean(load_default=False)  # one request at a time, in the order they came due
     enabled = fields.Boolean(load_default=True)
     retry_schedule = fields.List(
         fields.Float(validate=validate.Range(0, 7 * 86400)), load_default=None, allow_none=True,

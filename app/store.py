@@ -18,8 +18,15 @@ __all__ = ["bump_config", "connect", "connect_rq", "keys", "new_id", "now_ms"]
 PREFIX = "hookgate:"
 
 
+MAX_CONNECTIONS = 512  # per process: a worker's engine has up to HOOKGATE_WORKER_CONCURRENCY lanes at once
+
+
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    """A client whose pool waits for a free connection past ``MAX_CONNECTIONS`` rather than failing
+    (redis-py's own pool refuses past 100)."""
+    pool = redis.BlockingConnectionPool.from_url(url, decode_responses=True, health_check_interval=30,
+                                                 max_connections=MAX_CONNECTIONS, timeout=30)
+    return redis.Redis(connection_pool=pool)
 
 
 def connect_rq(url: str) -> redis.Redis:
@@ -106,6 +113,10 @@ class keys:
     @staticmethod
     def failing_since(destination_id: str) -> str:  # string: ms of the first failure of a failing run
         return f"{PREFIX}dest:{destination_id}:failing_since"
+
+    @staticmethod
+    def concurrency(destination_id: str) -> str:  # hash: worker → its lanes' limit and in-flight (TTL 30 s)
+        return f"{PREFIX}dest:{destination_id}:concurrency"
 
     @staticmethod
     def breaker(destination_id: str) -> str:  # hash: the circuit breaker's state (TTL: 8 days; see breaker.py)

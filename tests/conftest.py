@@ -62,6 +62,7 @@ def app(settings):
     runtime.install(rt)  # jobs run in this process by the in-process worker use the same wiring
     yield app
     runtime.install(None)
+    rt.close()
 
 
 @pytest.fixture

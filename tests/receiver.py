@@ -38,6 +38,9 @@ class Receiver:
     def __init__(self, reply: Callable[[Received], Reply] | None = None):
         self.reply = reply or (lambda request: Reply())
         self.requests: list[Received] = []
+        self.arrived = 0  # requests read so far (``requests`` holds those answered)
+        self.in_flight = 0  # read and not yet answered
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         receiver = self
@@ -49,12 +52,19 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 request = Received(self.command, self.path, dict(self.headers.items()), body)
-                answer = receiver.reply(request)
-                if answer.delay:
-                    time.sleep(answer.delay)
-                with receiver._arrived:
-                    receiver.requests.append(request)
-                    receiver._arrived.notify_all()
+                with receiver._lock:
+                    receiver.arrived += 1
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    answer = receiver.reply(request)
+                    if answer.delay:
+                        time.sleep(answer.delay)
+                finally:
+                    with receiver._arrived:
+                        receiver.in_flight -= 1
+                        receiver.requests.append(request)
+                        receiver._arrived.notify_all()
                 try:
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():
@@ -70,7 +80,10 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # hundreds of connections at once, as the engine opens them
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

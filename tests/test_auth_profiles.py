@@ -52,9 +52,7 @@ def send(rt, profile_id: str, url: str, *, method: str = "POST", body: bytes = B
     prepared = apply_auth(profile, rt.secrets, rt.db, method=method, url=url, headers={"X-Test": "1"},
                           body=body,
                           event_id=event_id, allowed_networks=rt.settings.allowed_networks, timeout=5)
-    response = rt.sender.session.request(method, prepared.url, headers=prepared.headers, data=body,
-                                         verify=prepared.trust or True, timeout=5,
-                                         allow_redirects=False)
+    response = rt.sender.send(method, prepared.url, prepared.headers, body, 5, trust=prepared.trust)
     return response.status_code, prepared
 
 

@@ -60,7 +60,7 @@ def test_an_event_reaches_its_destination_rendered_with_a_webhook_id(
 
 def test_events_posted_together_are_delivered_in_order(make_source, make_destination, post_events, receiver, work):
     source_id, key = make_source()
-    make_destination(receiver.url)
+    make_destination(receiver.url, ordered=True)
     post_events(source_id, key, [{"name": f"e{n:03d}"} for n in range(200)])  # one transaction, one timestamp
     work()
     names = [json.loads(r.body)["name"] for r in receiver.wait_for(200)]

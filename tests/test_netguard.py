@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hookgate.config import parse_networks
-from hookgate.delivery.http import Sender
+from hookgate.delivery.async_http import SyncBridge as Sender
 from hookgate.errors import BlockedDestination
 from hookgate.netguard import check_address, resolve
 

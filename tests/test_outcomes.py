@@ -19,7 +19,8 @@ def scripted():
     def reply(request):
         parts = request.path.strip("/").split("/")
         if parts[0] == "status":
-            return Reply(int(parts[1]), body=f'{{"answer": {parts[1]}}}'.encode())
+            code = int(parts[1])  # a 204 has no body (RFC 9110 15.3.5)
+            return Reply(code, body=b"" if code == 204 else f'{{"answer": {code}}}'.encode())
         if parts[0] == "sleep":
             return Reply(delay=float(parts[1]))
         if parts[0] == "big":

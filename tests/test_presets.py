@@ -255,9 +255,9 @@ def test_a_receiver_that_echoes_the_request_does_not_put_the_secret_in_logs_or_a
     assert CM_TOKEN not in json.dumps(delivery)
 
 
-def test_urllib3_s_debug_request_line_does_not_show_a_secret_path(client, admin, answering, make_source, post_events,
-                                                                  work, caplog):
-    """Regression: urllib3's DEBUG request line showed a preset's secret path."""
+def test_debug_logs_do_not_show_a_secret_path(client, admin, answering, make_source, post_events, work, caplog):
+    """Regression: urllib3's DEBUG request line showed a preset's secret path (the sender is aiohttp's now:
+    no logger of any library, at DEBUG, shows it)."""
     hook_secret = "ZZsecretHOOKpath9876"
     slack = answering(lambda r: Reply(200, b"ok", {"Content-Type": "text/plain"}))
     created(client, admin, {"preset": "slack.message", "params": {
@@ -267,10 +267,7 @@ def test_urllib3_s_debug_request_line_does_not_show_a_secret_path(client, admin,
     assert post_events(source, key, {"name": "x"}).status_code == 202
     work()
     assert [r.path for r in slack.requests] == [f"/services/T0/B0/{hook_secret}"]
-    request_lines = [r.getMessage() for r in caplog.records
-                     if r.name == "urllib3.connectionpool" and f"127.0.0.1:{slack.port}" in r.getMessage()
-                     and '"POST ' in r.getMessage()]
-    assert request_lines, "urllib3 logged no request line"
+    assert caplog.records, "nothing was logged at DEBUG"
     assert not [m for m in (r.getMessage() for r in caplog.records) if hook_secret in m]
 
 
@@ -299,7 +296,7 @@ def test_a_connection_error_does_not_show_a_preset_s_secret_path(client, admin, 
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nobody listens: requests' error names the URL it tried
+        port = sock.getsockname()[1]  # nobody listens
     destination = _zapier(client, admin, f"http://127.0.0.1:{port}", retry_schedule=[])
     source_id, key = make_source()
     post_events(source_id, key, {"name": "signup"})
@@ -307,7 +304,6 @@ def test_a_connection_error_does_not_show_a_preset_s_secret_path(client, admin, 
     [item] = client.get(f"/v1/deliveries?destination_id={destination['id']}", headers=admin).get_json()["items"]
     full = client.get(f"/v1/deliveries/{item['id']}", headers=admin).get_json()
     assert full["status"] == "failed" and "connection failed" in full["last_error"]
-    assert "xxxxxx" in full["attempt_log"][0]["error"]
     assert "s3cr3tpath" not in json.dumps(full)
     events = client.get("/v1/deliveries?limit=200", headers=admin).get_json()["items"]
     assert "s3cr3tpath" not in json.dumps(events)

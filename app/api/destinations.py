@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from ..delivery.breaker import Breaker
+from ..delivery.engine import concurrency
 from ..destinations import DestinationStore
 from ..preset_destinations import from_preset_body, patch_preset_params, public_state
 from ..rendering import default_template
@@ -83,12 +84,14 @@ def delete(destination_id: str) -> tuple[str, int]:
 
 @bp.get("/<destination_id>/stats")
 def stats(destination_id: str) -> dict[str, Any]:
-    """Counts by outcome per minute and per hour, and the circuit breaker's state."""
+    """Counts by outcome per minute and per hour, the circuit breaker's state, and the engine's
+    concurrency: each worker's adaptive limit and requests in flight to it (engine.py)."""
     destination = _store().get(destination_id)
     minutes = query_int("minutes", 60, 120)
     hours = query_int("hours", 24, 192)
     db = runtime().db
-    return {**read_stats(db, destination_id, minutes=minutes, hours=hours), "breaker": Breaker(db).show(destination)}
+    return {**read_stats(db, destination_id, minutes=minutes, hours=hours), "breaker": Breaker(db).show(destination),
+            "concurrency": concurrency(db, destination)}
 
 
 @bp.post("/<destination_id>/enable")

@@ -24,7 +24,9 @@ takes the first and refuses the request if it fails); a timeout while the body a
 ``timeout`` (http.Sender kept the status and an "unreadable body" text); a header value with
 characters from U+0080 to U+00FF goes out UTF-8 encoded (aiohttp writes headers as UTF-8, requests as
 latin-1); a caller's ``Content-Length`` is replaced by the body's; a response header line may be as
-long as http.client allows (64 KiB), but aiohttp's parser is stricter about malformed answers.
+long as http.client allows (64 KiB), but aiohttp's parser is stricter about malformed answers: bytes
+after an answer that may have no body (a 204 or 304 sent with one, against RFC 9110) are read as the
+next answer and fail as ``connection`` (http.client ignored them).
 
 ``SyncBridge`` is the same sender for callers that are not coroutines: one event loop in a daemon
 thread, shared by every thread that calls it, and made anew in a forked child.

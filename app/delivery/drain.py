@@ -31,32 +31,56 @@ from ..rendering import Rendered, RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
 from .batch import render_batch
-from .breaker import PAUSED, PROBE, Breaker
+from .breaker import OPEN, PAUSED, PROBE, Breaker
 from .classify import classify_attempt
 from .dispatch import Dispatcher
-from .followups import FollowUps
+from .engine import Engine, Lanes, current_engine
+from .followups import FAILURES, FollowUps
 from .http import Response
 from .recorder import Recorder, outcome_writes
 from .request import Outgoing, PresetRequest, Presets, outgoing, request_headers
 
-__all__ = ["drain_destination", "Drainer"]
+__all__ = ["drain_destination", "run_lane", "Drainer"]
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS_KEPT = 50
 LEASE_MARGIN_S = 5.0
+MIN_LANE_CHUNK = 10  # a round's Redis work (take, load, settle) is shared by at least this many deliveries
 
 Member = tuple[dict[str, str], dict[str, Any]]  # a leased delivery of a batch, and its event
 
 
 def drain_destination(destination_id: str) -> dict[str, int]:
-    """RQ job: send what is due for one destination. Returns counts by outcome."""
+    """RQ job: send what is due for one destination. In a worker with an engine (``hookgate worker``)
+    the destination is handed to it and the job ends at once; otherwise (a bare RQ worker) the job
+    drains it here, one request at a time. Returns counts by outcome."""
+    engine = current_engine()
+    if engine is not None:
+        engine.adopt(destination_id)
+        return {"adopted": 1}
     return Drainer(runtime.current()).drain(destination_id)
+
+
+def run_lane(engine: Engine, lanes: Lanes, lane: int) -> None:
+    """One of a destination's lanes in the engine (engine.py): rounds until it leaves or the run ends."""
+    Drainer(engine.rt, lanes=lanes, lane=lane, recorder=engine.recorder).drain(lanes.destination_id)
 
 
 def _unsent(error: str) -> Response:
     """The response of a request that could not be made (it did not render, the job failed)."""
     return Response(None, error=error, error_kind="invalid")
+
+
+def _place(delivery: dict[str, str], ordered: bool = False) -> int:
+    """Where a delivery stands in its destination's line: when it came due (an ordered destination's
+    line is the order events came in, whatever their retries)."""
+    return int(delivery["created_at"] if ordered else delivery.get("next_attempt_at") or delivery["created_at"])
+
+
+def _congested(response: Response) -> bool:
+    """An answer that says the receiver has too much: the lanes' limit is cut."""
+    return response.status_code in (429, 503) or response.error_kind in ("timeout", "connection")
 
 
 def _tally(counts: dict[str, int], outcomes: list[str]) -> None:
@@ -65,12 +89,16 @@ def _tally(counts: dict[str, int], outcomes: list[str]) -> None:
 
 
 class Drainer:
-    def __init__(self, rt: runtime.Runtime):
+    def __init__(self, rt: runtime.Runtime, *, lanes: Lanes | None = None, lane: int = 0,
+                 recorder: Recorder | None = None):
         self.rt = rt
         self.db = rt.db
         self.settings = rt.settings
+        self.lanes = lanes  # in the engine: the destination's lanes, this one numbered ``lane``
+        self.lane = lane
         self.destinations = DestinationStore(rt.db)
-        self.recorder = Recorder(rt.db)
+        self.own_recorder = recorder is None
+        self.recorder = recorder if recorder is not None else Recorder(rt.db)
         self.followups = FollowUps(rt)
         self.breaker = Breaker(rt.db)
         self.probing = False  # this round is the half-open breaker's one request
@@ -79,21 +107,33 @@ class Drainer:
         self.throttle: Throttle | None = None
         self.holder = secrets.token_hex(8)  # this job's leases are its own (queue.py)
         self.settled: list[str] = []  # outcomes of this chunk, for statistics and the breaker
-        self.deadline = float("inf")
+        self.hold_until: int | None = None  # ordered: a retry holds the line behind it until then (ms)
+        self.chunk: dict[str, dict[str, str]] = {}  # the records of the chunk being sent, by id
+        self.ordered = False
+        self._deadline = float("inf")
+
+    @property
+    def deadline(self) -> float:
+        return self.lanes.deadline if self.lanes is not None else self._deadline
 
     def drain(self, destination_id: str) -> dict[str, int]:
         try:
             return self._drain(destination_id)
         finally:
-            self.recorder.close()
+            if self.own_recorder:
+                self.recorder.close()
+            else:
+                self.recorder.flush()
             if self.throttle is not None:
                 self.throttle.release()
 
     # -- the job: one round after another until nothing is due or the budget is spent ---------------
     def _drain(self, destination_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
-        self.deadline = time.monotonic() + self.settings.drain_budget_s
+        self._deadline = time.monotonic() + self.settings.drain_budget_s
         while True:
+            if self.lanes is not None and not self.lanes.stays(self.lane):
+                return counts
             self.rt.router.refresh()  # routing for outcome events and the fail branch, once per chunk
             destination = self.destinations.find(destination_id)
             if destination is not None and not self._may_send(destination):
@@ -119,27 +159,68 @@ class Drainer:
             return False
         gate = self.breaker.gate(destination)
         if gate.action == PAUSED and gate.until is not None:
+            if self.lanes is not None and not self.lanes.last(self.lane):
+                return False  # the last lane holds the destination
             pending.hold(self.db, destination["id"], gate.until)
             return False
         self.probing = gate.action == PROBE
-        return True
+        # A half-open breaker's one probe: the one lane left sends it, the others leave.
+        return not (self.probing and self.lanes is not None and not self.lanes.last(self.lane))
 
     def _chunk_round(self, destination_id: str, destination: dict[str, Any] | None, timeout: float,
                      lease_s: float, counts: dict[str, int]) -> bool:
         """Take a chunk of due deliveries (one: a probe) and send them one by one. False: the job ends."""
         lease_ms = int(lease_s * 1000)
-        count = 1 if self.probing else self.settings.drain_chunk
+        count = 1 if self.probing else self._chunk_size()
         ids = pending.take(self.db, destination_id, count, lease_ms, lease_ms, self.holder)
         if not ids:
+            if self.lanes is not None and not self.lanes.last(self.lane):
+                return False  # other lanes are still sending: the last of them ends the run
             return not pending.finish(self.db, destination_id)
-        _tally(counts, list(self._send_chunk(destination_id, destination, ids, timeout, lease_s)))
+        if self.lanes is not None and not self.probing:
+            self.lanes.grow(len(ids) == count)  # a full chunk: there is a backlog other lanes can share
+        self._send_all(destination_id, destination, ids, timeout, lease_s, counts)
         self.recorder.flush()  # what comes next reads the state these outcomes wrote
+        if self.hold_until is not None:  # ordered: the line waits for its head's retry
+            until, self.hold_until = self.hold_until, None
+            if until > now_ms():
+                pending.hold(self.db, destination_id, until)
+                return False
         if destination is not None:
             self._settle(destination)
             current = self.destinations.find(destination_id)
             if current is None or not current.get("enabled", True):
+                self._stop_lanes()
                 return True  # disabled (failing too long) or a 410: the next round's first check ends the job
         return not self._yielded(destination_id) and not self._handed_over(destination_id, lease_s)
+
+    def _send_all(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str], timeout: float,
+                  lease_s: float, counts: dict[str, int]) -> None:
+        """Send the chunk; in the engine, the breaker hears of each failure as it comes."""
+        early = destination is not None and self.lanes is not None and not self.probing
+        for outcome in self._send_chunk(destination_id, destination, ids, timeout, lease_s):
+            _tally(counts, [outcome])
+            if early and outcome in FAILURES and destination is not None:
+                self._settle_now(destination)
+
+    def _settle_now(self, destination: dict[str, Any]) -> None:
+        """In the engine, the breaker hears of each failure at once: a trip stops every lane of the
+        destination before its next request, not at the end of their chunks."""
+        self._settle(destination)
+        if self.breaker.load(destination["id"]).state == OPEN:
+            self._stop_lanes()
+
+    def _chunk_size(self) -> int:
+        """A chunk per round: all of ``HOOKGATE_DRAIN_CHUNK`` for a lone lane, a share of it per lane
+        when several send to one destination (so that they share its backlog)."""
+        chunk = self.settings.drain_chunk
+        if self.lanes is None:
+            return chunk
+        return min(chunk, max(MIN_LANE_CHUNK, chunk // max(1, self.lanes.limit)))
+
+    def _stop_lanes(self) -> None:
+        if self.lanes is not None:
+            self.lanes.stop()
 
     def _batch_round(self, destination: dict[str, Any], lease_s: float, counts: dict[str, int]) -> bool:
         """Send one batch, if one is due. False: the job ends."""
@@ -167,9 +248,12 @@ class Drainer:
         return True
 
     def _handed_over(self, destination_id: str, lease_s: float) -> bool:
-        """Budget spent: hand over to a fresh job at the back of the queue (the wake flag stays ours)."""
+        """Budget spent: hand over to a fresh job at the back of the queue (the wake flag stays ours;
+        in the engine, the last lane hands over, the others leave)."""
         if time.monotonic() <= self.deadline:
             return False
+        if self.lanes is not None and not self.lanes.last(self.lane):
+            return True
         self.db.pexpire(keys.wake(destination_id), int(lease_s * 1000))
         self._enqueue_successor(destination_id)
         return True
@@ -200,6 +284,8 @@ class Drainer:
         self.throttle.refresh(policy)  # a changed limit counts from the next request on
         if self.throttle.acquire():
             return True
+        if self.lanes is not None and not self.lanes.last(self.lane):
+            return False  # the policy is full: this lane leaves, the others go on with their slots
         self._yield(destination["id"], 250)
         return False
 
@@ -230,9 +316,11 @@ class Drainer:
         return False
 
     def _release(self, destination_id: str, remaining: list[str]) -> None:
-        """Give leased deliveries that were not sent back to pending, due now."""
+        """Give leased deliveries that were not sent back to pending, each due when it was, so that
+        it keeps its place in the line (``self.chunk``: the records of the chunk being sent)."""
         self.recorder.flush()
-        pending.release(self.db, destination_id, remaining, self.holder)
+        scores = {i: _place(self.chunk[i], self.ordered) for i in remaining if self.chunk.get(i)}
+        pending.release(self.db, destination_id, remaining, self.holder, scores=scores)
 
     def _enqueue_successor(self, destination_id: str) -> None:
         self.rt.queue.enqueue_call(
@@ -244,6 +332,8 @@ class Drainer:
     def _send_chunk(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str],
                     timeout: float, lease_s: float) -> Iterator[str]:
         deliveries, events = self._load(ids)
+        self.chunk = dict(zip(ids, deliveries, strict=True))
+        self.ordered = bool(destination and destination.get("ordered"))
         lease_until = time.monotonic() + lease_s
         lost: set[str] = set()
         for position, (delivery_id, delivery) in enumerate(zip(ids, deliveries, strict=True)):
@@ -257,13 +347,13 @@ class Drainer:
                 lease_until = time.monotonic() + lease_s
             if delivery_id in lost:
                 continue
+            if self._stops_before(position):
+                self._release(destination_id, ids[position:])
+                return
             if not delivery:  # expired under retention while it waited
                 pending.drop(self.db, destination_id, [delivery_id], self.holder)
                 continue
             raw_event = events.get(delivery["event_id"])
-            if position and time.monotonic() > self.deadline:
-                self._release(destination_id, ids[position:])  # budget spent: the rest wait for the successor
-                return
             if destination is not None and raw_event is not None and not self._gate(destination_id, ids[position:]):
                 return
             if destination is None:
@@ -272,6 +362,13 @@ class Drainer:
                 yield self._close(destination_id, delivery, "failed", "the event expired before it was delivered")
             else:
                 yield self._attempt_safely(destination, delivery, json.loads(raw_event))
+
+    def _stops_before(self, position: int) -> bool:
+        """Whether the chunk stops before its delivery at ``position`` (the rest go back to pending,
+        in their places): ordered, the line waits behind a retry; the destination stopped (a 410, a
+        DELETE, a trip); or the budget is spent (the rest wait for the successor)."""
+        return (self.hold_until is not None or (self.lanes is not None and self.lanes.stopped)
+                or (position > 0 and time.monotonic() > self.deadline))
 
     def _attempt_safely(self, destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> str:
         """An attempt whose unexpected failure is recorded as an error, not left to loop: a delivery
@@ -431,10 +528,19 @@ class Drainer:
         attempt_no = int(delivery["attempts"]) + 1
         stamp = now_ms()
         decision = classify_attempt(response, verdict, attempt_no, destination.get("retry_schedule"), stamp)
-        due = decision.due
-        if self.probing and due is not None:
+        due = shown_due = decision.due
+        ordered = bool(destination.get("ordered"))
+        if due is not None and self.probing:
             # A failed probe keeps its place at the head of the line: the next probe carries it again.
-            due = int(delivery.get("next_attempt_at") or delivery["created_at"])
+            due = shown_due = _place(delivery, ordered)
+        elif due is not None and ordered:
+            # An ordered destination's retry keeps its place too, and the line waits behind it.
+            due = _place(delivery, ordered)
+            self.hold_until = shown_due
+        if self.lanes is not None:
+            self.lanes.answered(_congested(response))
+            if response.status_code == 410:
+                self.lanes.stop()
         attempt = {
             "attempt": attempt_no,
             "at": stamp,
@@ -447,7 +553,7 @@ class Drainer:
             "response_body": response.body,
             "response_headers": response.headers,
         }
-        self._record(destination["id"], delivery, decision.status, attempt, due)
+        self._record(destination["id"], delivery, decision.status, attempt, due, shown_due=shown_due)
         self.settled.append(decision.outcome)
         if decision.status == "failed":
             self.settled.append("failed")
@@ -459,10 +565,13 @@ class Drainer:
         self._record(destination_id, delivery, status, None, None, reason=reason)
         return status
 
-    def _record(self, destination_id: str, delivery: dict[str, str], status: str,
-                attempt: dict[str, Any] | None, due: int | None, reason: str | None = None) -> None:
+    def _record(self, destination_id: str, delivery: dict[str, str], status: str, attempt: dict[str, Any] | None,
+                due: int | None, reason: str | None = None, shown_due: int | None = None) -> None:
+        """``due``: its place in pending (when it is due, or where it waits in line); ``shown_due``: when
+        it is next tried, if that differs."""
         delivery_id = delivery["id"]
-        fields: dict[str, Any] = {"status": status, "updated_at": now_ms(), "next_attempt_at": due or ""}
+        fields: dict[str, Any] = {"status": status, "updated_at": now_ms(),
+                                  "next_attempt_at": (shown_due if shown_due is not None else due) or ""}
         if attempt is not None:
             fields.update(attempts=attempt["attempt"], last_status_code=attempt["status_code"] or "",
                           last_error=attempt["error"] or "")

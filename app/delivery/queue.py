@@ -104,8 +104,8 @@ end
 return #expired
 """
 
-# Give leased deliveries back to pending, due at args.due (those still held by args.holder); or,
-# without args.due, only drop their leases (the delivery is gone).
+# Give leased deliveries back to pending, due at args.due or each at its args.scores[id] (those still
+# held by args.holder); or, without either, only drop their leases (the delivery is gone).
 _RELEASE = """
 local leases, holders, pending, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local args = cjson.decode(ARGV[1])
@@ -115,9 +115,10 @@ for _, id in ipairs(args.ids) do
   if redis.call('HGET', holders, lease) == args.holder then
     redis.call('ZREM', leases, lease)
     redis.call('HDEL', holders, lease)
-    if args.due then
-      redis.call('ZADD', pending, args.due, id)
-      redis.call('ZADD', due, 'LT', args.due, args.destination)
+    local at = (args.scores and args.scores[id]) or args.due
+    if at then
+      redis.call('ZADD', pending, at, id)
+      redis.call('ZADD', due, 'LT', at, args.destination)
     end
     released = released + 1
   end
@@ -230,9 +231,11 @@ def renew(db: redis.Redis, destination_id: str, ids: list[str], lease_ms: int, w
     )
 
 
-def release(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
-    """Give ``holder``'s leased deliveries back to pending, due now (not sent: the job stops early)."""
-    return _release(db, destination_id, ids, holder, now_ms())
+def release(db: redis.Redis, destination_id: str, ids: list[str], holder: str,
+            scores: dict[str, int] | None = None) -> int:
+    """Give ``holder``'s leased deliveries back to pending (not sent: the job stops early), due now or,
+    with ``scores``, each when it was due (it keeps its place in the line)."""
+    return _release(db, destination_id, ids, holder, now_ms(), scores)
 
 
 def drop(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> int:
@@ -240,12 +243,14 @@ def drop(db: redis.Redis, destination_id: str, ids: list[str], holder: str) -> i
     return _release(db, destination_id, ids, holder, None)
 
 
-def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, due: int | None) -> int:
+def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, due: int | None,
+             scores: dict[str, int] | None = None) -> int:
     if not ids:
         return 0
     return _scripts.get(db, "release")(
         keys=[keys.leases, keys.lease_holders, keys.pending(destination_id), keys.due],
-        args=_named(destination=destination_id, due=due, holder=holder, ids=ids),
+        args=_named(destination=destination_id, due=due, holder=holder, ids=ids,
+                    scores={k: str(v) for k, v in scores.items()} if scores else None),
     )
 
 

@@ -1,8 +1,11 @@
-"""``hookgate worker``: an RQ worker (in-process jobs, with RQ's scheduler) plus the ticker.
+"""``hookgate worker``: an RQ worker (in-process jobs, with RQ's scheduler), the ticker, and the
+delivery engine.
 
 The worker runs jobs in its own process (RQ's ``SimpleWorker``) rather than forking per job, so the
-HTTP connection pool and compiled templates live as long as the worker: a drain job then costs no
-connection setup. A job that hangs is still bounded (RQ's job timeout, per-request timeouts).
+HTTP connections, compiled templates and the engine live as long as the worker. A drain job hands its
+destination to the engine (engine.py) and ends, so the worker takes the next job at once while the
+engine sends to every destination it holds, up to ``HOOKGATE_WORKER_CONCURRENCY`` requests in flight.
+On SIGTERM RQ finishes its job and stops; the engine then ends each lane after its current request.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 from rq import SimpleWorker
 
 from ..runtime import Runtime
+from .drain import run_lane
+from .engine import Engine, install_engine
 from .ticker import Ticker, tick
 
 __all__ = ["HookgateWorker", "run_worker", "run_burst"]
@@ -29,11 +34,15 @@ def make_worker(rt: Runtime, name: str | None = None) -> HookgateWorker:
 
 def run_worker(rt: Runtime, name: str | None = None) -> None:
     ticker = Ticker(rt)
+    engine = Engine(rt, run_lane, name)
+    install_engine(engine)
     ticker.start()
     try:
         make_worker(rt, name).work(with_scheduler=True, logging_level=rt.settings.log_level.upper())
     finally:
         ticker.stop()
+        engine.close(timeout=rt.settings.lease_s)
+        install_engine(None)
 
 
 class _BurstWorker(HookgateWorker):
@@ -45,9 +54,17 @@ class _BurstWorker(HookgateWorker):
 
 
 def run_burst(rt: Runtime, name: str | None = None, max_rounds: int = 1000) -> None:
-    """Work until nothing is due or queued, then return (tests and benchmarks)."""
-    for _ in range(max_rounds):
-        tick(rt)
-        if rt.queue.count == 0:
-            return
-        _BurstWorker([rt.queue], connection=rt.rq_connection, name=name).work(burst=True, logging_level="WARNING")
+    """Work until nothing is due or queued, then return (tests and benchmarks): the engine's lanes
+    run as in ``hookgate worker``, and each round waits for them to end."""
+    engine = Engine(rt, run_lane, name)
+    install_engine(engine)
+    try:
+        for _ in range(max_rounds):
+            tick(rt)
+            if rt.queue.count == 0:
+                return
+            _BurstWorker([rt.queue], connection=rt.rq_connection, name=name).work(burst=True, logging_level="WARNING")
+            engine.wait_idle()
+    finally:
+        engine.close()
+        install_engine(None)
