@@ -148,3 +148,33 @@ def test_a_worker_killed_with_hundreds_of_requests_in_flight_loses_nothing(tmp_p
         if second is not None:
             stop_group(second)
         receiver.stop()
+
+
+def test_a_policy_s_concurrency_holds_across_two_workers(tmp_path, redis_url, db):
+    """Two ``hookgate worker`` processes, three destinations of one policy (concurrency 3), each allowing
+    16 in flight: the receiver, which counts what it holds, never holds more than 3, and all arrive."""
+    receiver = Receiver(lambda request: Reply(delay=0.05)).start()
+    env = base_env(HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ADMIN_TOKEN=ADMIN,
+                   HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8", HOOKGATE_TICK="0.2s")
+    from hookgate import create_app
+
+    client = create_app({"redis_url": redis_url, "admin_token": ADMIN}).test_client()
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    policy = client.post("/v1/policies", json={"name": "shared", "concurrency": 3}, headers=auth).get_json()
+    source = client.post("/v1/sources", json={"name": "shop"}, headers=auth).get_json()
+    for n in range(3):
+        assert client.post("/v1/destinations", json={
+            "name": f"d{n}", "url": receiver.url + f"/{n}", "events": ["*"], "policy_id": policy["id"],
+            "max_in_flight": 16}, headers=auth).status_code == 201
+    client.post(f"/v1/sources/{source['id']}/events", json=[{"name": "e", "data": {"n": n}} for n in range(150)],
+                headers={"X-Hookgate-Key": source["key"]})
+    workers = [spawn(hookgate("worker", "--name", f"w{n}"), env, tmp_path / f"w{n}.log") for n in range(2)]
+    try:
+        assert wait_until(lambda: len(receiver.requests) >= 450, timeout=90), (tmp_path / "w0.log").read_text()
+        assert len(receiver.requests) == 450  # 150 events × 3 destinations, each once
+        assert 2 <= receiver.max_in_flight <= 3  # concurrent, and never past the policy
+        assert {r.path for r in receiver.requests} == {"/0", "/1", "/2"}
+    finally:
+        for worker in workers:
+            stop_group(worker)
+        receiver.stop()

@@ -10,8 +10,8 @@ lane's thread only waits for its answer.
 
 How many lanes a destination gets is adaptive (``Lanes``), as TCP's window is: it starts at
 ``START_LIMIT``, doubles each time as many deliveries as the limit succeed in a row until the first
-sign of overload, then grows by one; it halves on a 429, a 503, a timeout or a connection failure (at
-most once per ``CUT_EVERY_S``); never above the destination's
+sign of overload, then grows by one; it halves on a 429, a 503, a timeout or a connection failure (once per
+window: the answers to what was in flight when it was cut do not cut it again); never above the destination's
 ``max_in_flight`` (1 when ``ordered``, or batched), and a throughput policy's ``concurrency`` caps
 the lanes of every worker together (a lane that gets no slot leaves). The limit and the lanes in
 flight are published per worker for ``GET /v1/destinations/<id>/stats``.
@@ -53,7 +53,6 @@ LaneRunner = Callable[["Engine", "Lanes", int], None]
 
 START_LIMIT = 4
 GROW_AT_ONCE = 8
-CUT_EVERY_S = 1.0
 WATCH_EVERY_S = 0.1
 PUBLISH_EVERY_S = 0.5
 STATE_TTL_S = 30
@@ -82,7 +81,7 @@ class Lanes:
         self.deadline = time.monotonic() + engine.rt.settings.drain_budget_s
         self._successes = 0
         self._slow_start = learnt[1] if learnt else True  # doubling until the first sign of overload
-        self._last_cut = 0.0
+        self._in_window = 0  # answers still due from before the last cut (they cannot cut it again)
         self._published = 0.0
         self._next_lane = 0
 
@@ -164,13 +163,14 @@ class Lanes:
     def answered(self, congested: bool) -> None:
         """One request's answer: a success counts toward growth; a sign of overload halves the limit."""
         with self.lock:
-            now = time.monotonic()
+            self._in_window = max(0, self._in_window - 1)
             if congested:
                 self._successes = 0
                 self._slow_start = False
-                if now - self._last_cut >= CUT_EVERY_S and self.limit > 1:
+                if not self._in_window and self.limit > 1:
                     self.limit = max(1, self.limit // 2)
-                    self._last_cut = now
+                    # The answers to what was in flight when it was cut say nothing of the new limit.
+                    self._in_window = len(self.members)
                 return
             self._successes += 1
             if self._successes >= self.limit:
