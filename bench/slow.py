@@ -10,12 +10,12 @@ now and the most at once. Scenarios, each with its baseline just before it:
   --burst``; baseline: ``ThreadPoolExecutor(--threads)`` (default 64), a ``requests.Session`` per
   thread, posting the same number of canonical-event bodies.
 - (b) 1 destination, ``--single-events`` events (default 2,000), ``max_in_flight: --max-in-flight``
-  (default 64) if the API accepts that field (today it does not: the destination is created without
-  it, and the table says so); the same baseline with as many requests.
+  (default 64) if the API accepts that field (it does since the engine; before it the destination was
+  created without it, and the table says so); the same baseline with as many requests.
 
 hookgate's figure is deliveries / seconds from starting the worker (start-up included) until all are
-delivered or ``--cap-s`` (default 60 s) has passed; then the worker is SIGKILLed: today's engine
-sends one request at a time (~10/s at 100 ms), so 4,000 deliveries would take 400 s. The rate is over
+delivered or ``--cap-s`` (default 60 s) has passed; then the worker is SIGKILLed (the engine
+before issue 16 sent one request at a time, ~10/s at 100 ms: 4,000 deliveries took 400 s). The rate is over
 what arrived. Events are ingested through hookgate's own API (Flask test client) before the worker
 starts, and not timed.
 
