@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import secrets
-import ssl
 import stat
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from hookgate.scrub import MASK, NOTHING, Scrubber
 from hookgate.store import connect
 
 from .receiver import Received, Receiver, Reply
-from .tls import PKI
+from .tls import PKI, TLSReceiver
 
 _URLSAFE = str.maketrans("+/", "-_")
 _FERNET = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
@@ -128,21 +127,10 @@ class TokenServer:
         return echo(request)
 
 
-class TLSEcho(Receiver):
-    """An HTTPS receiver (with ``require_client_cert``: mTLS) whose handshakes happen in each
-    connection's own thread, so one slow client never holds up the others' (tests.tls.TLSReceiver
-    shakes hands in its accept loop)."""
-
-    def __init__(self, pki: PKI, reply, *, require_client_cert: bool = False):
-        super().__init__(reply)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki.server_cert_file, pki.server_key_file)
-        if require_client_cert:
-            context.load_verify_locations(pki.ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
-                                                 do_handshake_on_connect=False)
-        self.url = f"https://127.0.0.1:{self.port}"
+def tls_echo(pki: PKI, reply, *, require_client_cert: bool = False) -> TLSReceiver:
+    """An HTTPS (mTLS with ``require_client_cert``) receiver that shakes hands in each connection's own
+    thread: many clients at once here."""
+    return TLSReceiver(pki, reply, require_client_cert=require_client_cert, handshake_per_connection=True)
 
 
 # Secrets that never go out: signing secrets sign, a key proves, a refused header is not sent.
@@ -411,8 +399,8 @@ def test_no_secret_leaves_in_any_encoding(client, admin, rt, db, redis_url, work
     places = Places(markers)
     access_token = "at/+=" + markers.new("OAuth access token")
     plain = servers(Receiver(echo))
-    tls = servers(TLSEcho(pki, TokenServer(access_token)))
-    mtls = servers(TLSEcho(pki, echo, require_client_cert=True))
+    tls = servers(tls_echo(pki, TokenServer(access_token)))
+    mtls = servers(tls_echo(pki, echo, require_client_cert=True))
     sink = servers(Receiver())
     setup = Setup(client, admin, rt, places, markers)
     with WriteWatch.get() as watch:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -146,44 +147,50 @@ def test_nothing_is_evaluated_when_a_template_compiles(fmt):
 
 # -- sending ---------------------------------------------------------------------------------------------
 
+def send_through(templates: dict[str, str], data: dict, client, admin, make_source, make_destination, post_events,
+                 receiver, work) -> tuple[dict[str, str], dict, str, int, Callable[[dict], dict]]:
+    """A text destination per template (and a plain one), one event sent to all: (destination id →
+    its template's reason, each destination's (status, error), the plain one's id, how much the
+    process grew, a function sending another event and returning its outcomes)."""
+    source_id, key = make_source()
+    reasons = {make_destination(receiver.url, name=f"t{n}", format="text", template=template)["id"]: reason
+               for n, (template, reason) in enumerate(templates.items())}
+    plain = make_destination(receiver.url, name="plain", format="text", template=LOOP)["id"]
+    first = post_events(source_id, key, {"name": "e1", "data": data}).get_json()["ids"][0]
+    grown = grown_during(work)
+
+    def another(more: dict) -> dict:
+        event_id = post_events(source_id, key, {"name": "e2", "data": more}).get_json()["ids"][0]
+        work()
+        return attempt_errors(client, admin, event_id)
+
+    return reasons, attempt_errors(client, admin, first), plain, grown, another
+
+
 def test_each_capped_template_is_an_error_attempt_naming_its_limit_and_the_worker_goes_on(
         client, admin, make_source, make_destination, post_events, receiver, work):
-    source_id, key = make_source()
-    reasons = {make_destination(receiver.url, name=f"c{n}", format="text", template=template)["id"]: reason
-               for n, (template, reason) in enumerate(CAPPED.items())}
-    plain = make_destination(receiver.url, name="plain", format="text", template=LOOP)["id"]
-    first = post_events(source_id, key, {"name": "e1", "data": {"b": 7}}).get_json()["ids"][0]
-    grown = grown_during(work)
-    outcomes = attempt_errors(client, admin, first)
+    reasons, outcomes, plain, grown, another = send_through(
+        CAPPED, {"b": 7}, client, admin, make_source, make_destination, post_events, receiver, work)
     for destination_id, reason in reasons.items():
         status, error = outcomes[destination_id]
         assert status == "error" and error.startswith("render: template limit: ") and reason in error, error
     assert outcomes[plain] == ("delivered", None)
     assert grown < 64 * MIB, grown / MIB
-    second = post_events(source_id, key, {"name": "e2", "data": {"c": 1}}).get_json()["ids"][0]
-    work()
-    assert attempt_errors(client, admin, second)[plain] == ("delivered", None)
+    assert another({"c": 1})[plain] == ("delivered", None)
     assert sorted(request.body for request in receiver.requests) == [b"b;", b"c;"]
 
 
 def test_what_passes_the_caps_meets_the_hard_limits_and_the_next_event_is_delivered(
         client, admin, make_source, make_destination, post_events, receiver, work):
-    source_id, key = make_source()
-    bombs = {make_destination(receiver.url, name=f"h{n}", format="text", template=template)["id"]: reason
-             for n, (template, reason) in enumerate(PAST_THE_CAPS.items())}
-    plain = make_destination(receiver.url, name="plain", format="text", template=LOOP)["id"]
-    first = post_events(source_id, key, {"name": "e1", "data": {"a": 1}}).get_json()["ids"][0]
-    grown = grown_during(work)
-    outcomes = attempt_errors(client, admin, first)
+    bombs, outcomes, plain, grown, another = send_through(
+        PAST_THE_CAPS, {"a": 1}, client, admin, make_source, make_destination, post_events, receiver, work)
     for destination_id, reason in bombs.items():
         status, error = outcomes[destination_id]
         assert status == "error" and error == f"render: template limit: {reason}", error
     assert outcomes[plain] == ("delivered", None)
     assert grown < 64 * MIB, grown / MIB
     # the render process that was stopped is replaced: the next render there works
-    second = post_events(source_id, key, {"name": "e2", "data": {"z": 1}}).get_json()["ids"][0]
-    work()
-    assert attempt_errors(client, admin, second)[plain] == ("delivered", None)
+    assert another({"z": 1})[plain] == ("delivered", None)
     assert sorted(request.body for request in receiver.requests) == [b"a;", b"z;"]
 
 

@@ -111,20 +111,26 @@ class PKI:
 
 class TLSReceiver(Receiver):
     """An HTTPS receiver. With ``require_client_cert`` the handshake fails unless the client presents
-    a certificate the test CA signed and that is valid now."""
+    a certificate the test CA signed and that is valid now. The handshake happens in the accept loop,
+    where ``peers`` and ``handshake_failures`` are counted; with ``handshake_per_connection`` it happens
+    in each connection's own thread instead (nothing is counted), so that one slow client never holds
+    up the others."""
 
     def __init__(self, pki: PKI, reply: Callable[[Received], Reply] | None = None, *,
-                 require_client_cert: bool = True):
+                 require_client_cert: bool = True, handshake_per_connection: bool = False):
         super().__init__(reply)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki.server_cert_file, pki.server_key_file)
         if require_client_cert:
             context.load_verify_locations(pki.ca_file)
             context.verify_mode = ssl.CERT_REQUIRED
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=not handshake_per_connection)
         self.url = f"https://127.0.0.1:{self.port}"
         self.peers: list[dict] = []
         self.handshake_failures = 0
+        if handshake_per_connection:
+            return
         accept = self.server.get_request
 
         def get_request():

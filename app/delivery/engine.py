@@ -104,10 +104,15 @@ class Lanes:
         the limit (a few at a time: each new lane's first round shows whether the backlog lasts)."""
         with self.lock:
             self.backlog = backlog
-            if backlog and not self.stopped and time.monotonic() <= self.deadline:
-                for _ in range(min(GROW_AT_ONCE, self.limit - len(self.members))):
-                    self.spawn()
+            if backlog and time.monotonic() <= self.deadline:
+                self._fill()
         self.publish()
+
+    def _fill(self) -> None:
+        """Lanes up to the limit, a few at a time (the caller holds the lock)."""
+        if not self.stopped:
+            for _ in range(min(GROW_AT_ONCE, self.limit - len(self.members))):
+                self.spawn()
 
     def stays(self, lane: int) -> bool:
         """Before a lane's next round: whether it goes on. A lane above the limit leaves, as do all but
@@ -176,9 +181,8 @@ class Lanes:
             if self._successes >= self.limit:
                 self._successes = 0
                 self.limit = min(self.ceiling, self.limit * 2 if self._slow_start else self.limit + 1)
-                if self.backlog and not self.stopped:
-                    for _ in range(min(GROW_AT_ONCE, self.limit - len(self.members))):
-                        self.spawn()  # the lanes the higher limit allows start now, not after a round
+                if self.backlog:
+                    self._fill()  # the lanes the higher limit allows start now, not after a round
 
     def refresh(self, ceiling: int) -> None:
         with self.lock:
