@@ -94,10 +94,10 @@ class Lanes:
         self.engine.submit(self, lane)
 
     def start(self) -> None:
-        """A run's first lanes (the caller holds the lock): as many as the limit it starts from (what
-        the destination's last run here learnt); a lane that finds nothing due leaves at once."""
-        for _ in range(max(1, self.limit)):
-            self.spawn()
+        """A run's first lane (the caller holds the lock). If its first chunk is full, ``grow`` adds
+        more, and each new lane's full chunk more again, up to the limit the run starts from (what the
+        destination's last run here learnt): a destination with one delivery due costs one lane."""
+        self.spawn()
 
     def grow(self, backlog: bool) -> None:
         """After a lane took its chunk: if it was full (``backlog``: more is waiting), more lanes, up to
