@@ -171,13 +171,18 @@ class DestinationStore:
             raise Conflict(f"destination {destination_id} cannot be enabled until its secrets are re-entered: "
                            + "; ".join(missing), {"needs_secrets": missing})
 
-    def delete(self, destination_id: str) -> None:
+    def delete(self, destination_id: str, retention_s: float) -> None:
+        """Remove the destination; what it leaves behind (its deliveries and their index) expires after
+        ``retention_s`` (HOOKGATE_EVENT_RETENTION), its breaker and failure clock go now."""
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.destinations, destination_id)
             bump_config(pipe)
             # Its pending deliveries are due now: the next drain closes them as skipped.
             pipe.zadd(keys.due, {destination_id: now_ms()})
             _forget_failures(pipe, destination_id)
+            # Its index of deliveries goes when the newest of them does (the ticker trims only the
+            # indexes of destinations that exist): nothing of a deleted destination outlives retention.
+            pipe.expire(keys.destination_deliveries(destination_id), max(1, int(retention_s)))
             removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from hookgate.deliveries import STATUSES
+from hookgate.delivery.ticker import trim_indexes
 from hookgate.store import keys
 
 
@@ -83,3 +85,43 @@ def test_pending_deliveries_of_a_disabled_then_deleted_destination_are_closed(cl
     work()
     [delivery] = client.get(f"/v1/deliveries?event_id={event_id}", headers=admin).get_json()["items"]
     assert delivery["status"] == "skipped" and db.zcard(keys.pending(destination["id"])) == 0
+
+
+def _keys_without_ttl(db) -> set[str]:
+    with db.pipeline(transaction=False) as pipe:
+        names = list(db.scan_iter(count=1000))
+        for name in names:
+            pipe.ttl(name)
+        return {name for name, ttl in zip(names, pipe.execute(), strict=True) if ttl == -1}
+
+
+def test_a_long_run_leaves_no_key_without_a_ttl_but_configuration_and_bounded_indexes(
+    client, admin, make_source, make_destination, post_events, receiver, work, db, rt
+):
+    """Issue 12, point 4: every key is configuration, an index bounded by the retention window or by the
+    destinations that exist, RQ's own, or expires. A deleted destination's delivery index expired with
+    retention (it was kept forever: the trimmer visits only the destinations that exist)."""
+    source_id, key = make_source()
+    kept = make_destination(receiver.url, name="kept")
+    failing = make_destination("http://127.0.0.1:9/", name="failing")
+    deleted = make_destination(receiver.url, name="deleted")
+    for round_ in range(3):
+        post_events(source_id, key, [{"name": f"r{round_}-{i}"} for i in range(5)])
+        work()
+    assert client.delete(f"/v1/destinations/{deleted['id']}", headers=admin).status_code == 204
+    post_events(source_id, key, {"name": "after"})
+    work()
+    trim_indexes(rt)
+    configuration = {keys.sources, keys.destinations, keys.auth_profiles, keys.policies, keys.presets,
+                     keys.admin_tokens, keys.admin_token_hashes, keys.config_version}
+    queue = {keys.deliveries, keys.leases, keys.lease_holders, keys.due, keys.notify,
+             *(keys.status(status) for status in STATUSES)}
+    per_destination = {name for d in (kept, failing)
+                       for name in (keys.destination_deliveries(d["id"]), keys.pending(d["id"]),
+                                    keys.failing_since(d["id"]))}
+    unbounded = {name for name in _keys_without_ttl(db) - configuration - queue - per_destination
+                 if not name.startswith("rq:")}
+    assert unbounded == set()
+    assert db.zcard(keys.destination_deliveries(kept["id"])) == 16
+    left = db.ttl(keys.destination_deliveries(deleted["id"]))
+    assert 0 < left <= rt.settings.event_retention_s and db.exists(keys.failing_since(deleted["id"])) == 0

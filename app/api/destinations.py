@@ -78,7 +78,7 @@ def update(destination_id: str) -> dict[str, Any]:
 
 @bp.delete("/<destination_id>")
 def delete(destination_id: str) -> tuple[str, int]:
-    _store().delete(destination_id)
+    _store().delete(destination_id, runtime().settings.event_retention_s)
     return "", 204
 
 
