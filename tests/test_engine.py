@@ -251,11 +251,11 @@ def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, mak
 
     created = int(db.hget(keys.delivery(delivery_id), "created_at"))
     recorder = Recorder(db)
-    recorder.submit(outcome_writes(did, delivery_id, "pending", "error", {"status": "error"}, '{"by": "a"}',
+    recorder.submit(outcome_writes(did, delivery_id, "error", {"status": "error"}, '{"by": "a"}',
                                    created, None, 60, 50, "job-a"))
     recorder.flush()
     assert db.hget(keys.delivery(delivery_id), "status") == "pending" and not db.llen(keys.attempts(delivery_id))
-    recorder.submit(outcome_writes(did, delivery_id, "pending", "delivered", {"status": "delivered"},
+    recorder.submit(outcome_writes(did, delivery_id, "delivered", {"status": "delivered"},
                                    '{"by": "b"}', created, None, 60, 50, "job-b"))
     recorder.close()
     assert db.hget(keys.delivery(delivery_id), "status") == "delivered"
@@ -269,10 +269,10 @@ def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
     """Regression: the recorder cleared the status set its worker read, not the one the delivery was in."""
     from hookgate.delivery.recorder import Recorder, outcome_writes
 
-    db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})  # changed since it was read
+    db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})
     db.zadd(keys.status("pending"), {"dlv_1": 1})
     recorder = Recorder(db)
-    recorder.submit(outcome_writes("dst_1", "dlv_1", "bounced", "delivered", {"status": "delivered"}, None, 1, None,
+    recorder.submit(outcome_writes("dst_1", "dlv_1", "delivered", {"status": "delivered"}, None, 1, None,
                                    60, 50))
     recorder.close()
     assert db.zscore(keys.status("pending"), "dlv_1") is None

@@ -578,7 +578,7 @@ class Drainer:
         if reason is not None:
             fields["last_error"] = reason
         attempt_json = json.dumps(attempt, separators=(",", ":")) if attempt is not None else None
-        self.recorder.submit(outcome_writes(destination_id, delivery_id, delivery["status"], status, fields,
+        self.recorder.submit(outcome_writes(destination_id, delivery_id, status, fields,
                                             attempt_json, int(delivery["created_at"]), due,
                                             int(self.settings.event_retention_s), ATTEMPTS_KEPT, self.holder))
         delivery["status"] = status

@@ -44,11 +44,19 @@ _TAKE = """
 local pending, leases, due, wake, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local args = cjson.decode(ARGV[1])
 local ids = redis.call('ZRANGEBYSCORE', pending, '-inf', args.now, 'LIMIT', 0, tonumber(args.count))
-for _, id in ipairs(ids) do
-  local lease = args.destination .. '|' .. id
-  redis.call('ZREM', pending, id)
-  redis.call('ZADD', leases, args.lease_until, lease)
-  redis.call('HSET', holders, lease, args.holder)
+if ids[1] then
+  -- one command each for the whole chunk (Redis counts, and pays for, commands more than members)
+  local scored, held = {}, {}
+  for _, id in ipairs(ids) do
+    local lease = args.destination .. '|' .. id
+    table.insert(scored, args.lease_until)
+    table.insert(scored, lease)
+    table.insert(held, lease)
+    table.insert(held, args.holder)
+  end
+  redis.call('ZREM', pending, unpack(ids))
+  redis.call('ZADD', leases, unpack(scored))
+  redis.call('HSET', holders, unpack(held))
 end
 local head = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
 if head[1] then

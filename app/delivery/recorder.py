@@ -28,6 +28,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import DataError
 
+from ..deliveries import STATUSES
 from ..store import keys
 
 __all__ = ["Recorder", "outcome_writes"]
@@ -36,39 +37,69 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 LINGER_S = 0.005
 
-# ARGV[1]: {"status_key": the pattern of a status set's key (string.format, the status for %s),
-# "outcomes": [what outcome_writes() returns, ...]}. Each outcome's writes are those of the
-# MULTI/EXEC this replaces, in the same order. An outcome whose lease another job holds now is left
-# out: that job sends the delivery and records it.
+# ARGV[1]: {"status_sets": every status set's key, "outcomes": [what outcome_writes() returns, ...]}.
+# An outcome whose lease another job holds now is left out: that job sends the delivery and records it.
+# Each delivery costs its HSET (and, with an attempt, the attempt log's three commands); everything
+# else is one command for the whole batch per key (Redis counts, and pays for, commands more than
+# their members): whose leases these are (HMGET), ending them (ZREM, HDEL), the status sets (a delivery
+# leaves every set but its new one, whatever status it was read with: ZREM per set, ZADD per status),
+# the pending sets of retries (ZADD per destination) and the due set (ZADD LT per destination).
 _RECORD = """
 local leases, due_set, holders = KEYS[1], KEYS[2], KEYS[3]
 local args = cjson.decode(ARGV[1])
+local function push(into, key, ...)
+  local list = into[key]
+  if not list then list = {}; into[key] = list end
+  for _, value in ipairs({...}) do table.insert(list, value) end
+end
+local asked = {}
 for _, o in ipairs(args.outcomes) do
-  if not o.holder or redis.call('HGET', holders, o.lease) == o.holder then
-    -- The status the delivery has now (not the one its worker read): the set it leaves.
-    local current = redis.call('HGET', o.delivery, 'status')
+  if o.holder then table.insert(asked, o.lease) end
+end
+local holding = {}
+if asked[1] then
+  local got = redis.call('HMGET', holders, unpack(asked))
+  for i, lease in ipairs(asked) do holding[lease] = got[i] end
+end
+local ended, final, retries, dues = {}, {}, {}, {}
+local order = {}
+for _, o in ipairs(args.outcomes) do
+  if not o.holder or holding[o.lease] == o.holder then
     redis.call('HSET', o.delivery, unpack(o.fields))
     if o.attempt then
       redis.call('RPUSH', o.attempts, o.attempt)
       redis.call('LTRIM', o.attempts, o.trim_from, -1)
       redis.call('EXPIRE', o.attempts, o.retention_s)
     end
-    redis.call('ZREM', leases, o.lease)
-    local current_set = current and string.format(args.status_key, current) or o.previous_set
-    if current_set ~= o.status_set then
-      redis.call('ZREM', current_set, o.id)
-      redis.call('ZADD', o.status_set, o.created, o.id)
-    end
+    table.insert(ended, o.lease)
+    if not final[o.id] then table.insert(order, o.id) end
+    final[o.id] = o  -- a delivery recorded twice in one batch ends in the status of the last
     if o.due then
-      redis.call('ZADD', o.pending, o.due, o.id)
-      redis.call('ZADD', due_set, 'LT', o.due, o.destination)
+      push(retries, o.pending, o.due, o.id)
+      local at = tonumber(o.due)
+      if not dues[o.destination] or at < dues[o.destination] then dues[o.destination] = at end
     end
-    redis.call('HDEL', holders, o.lease)
   end
 end
+if ended[1] then
+  redis.call('ZREM', leases, unpack(ended))
+  redis.call('HDEL', holders, unpack(ended))
+end
+local into, leaving = {}, {}
+for _, id in ipairs(order) do
+  local o = final[id]
+  push(into, o.status_set, o.created, id)
+  for _, set in ipairs(args.status_sets) do
+    if set ~= o.status_set then push(leaving, set, id) end
+  end
+end
+for set, ids in pairs(leaving) do redis.call('ZREM', set, unpack(ids)) end
+for set, members in pairs(into) do redis.call('ZADD', set, unpack(members)) end
+for set, members in pairs(retries) do redis.call('ZADD', set, unpack(members)) end
+for destination, at in pairs(dues) do redis.call('ZADD', due_set, 'LT', at, destination) end
 return 1
 """
-_STATUS_KEY = keys.status("%s")  # the script learns the status a delivery has when it runs
+_STATUS_SETS = [keys.status(status) for status in STATUSES]
 
 
 def _text(value: Any) -> str:
@@ -80,23 +111,23 @@ def _text(value: Any) -> str:
     raise DataError(f"Invalid input of type: '{type(value).__name__}'. Convert to a string, int or float first.")
 
 
-def outcome_writes(destination_id: str, delivery_id: str, previous: str, status: str, fields: dict[str, Any],
+def outcome_writes(destination_id: str, delivery_id: str, status: str, fields: dict[str, Any],
                    attempt_json: str | None, created: int, due: int | None, retention_s: int,
                    attempts_kept: int, holder: str = "") -> dict[str, Any]:
     """One outcome's writes, for ``Recorder.submit``. They are, in this order:
 
     HSET the delivery's ``fields``; with an attempt: RPUSH it to the attempt log, LTRIM the log to
-    the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; if the status
-    changed: ZREM the delivery from the set of the status the hash holds when this runs (``previous``
-    only if it has none) and ZADD it to the new one (scored by ``created``); with a ``due`` time: ZADD
-    it to the pending set, and the destination to the due set (LT); and end the lease. With a
-    ``holder``, all of it only while that job still holds the lease.
+    the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; ZREM the delivery
+    from every status set but the new one (whatever status it had when read) and ZADD it to that one
+    (scored by ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to
+    the due set (LT); and end the lease. With a ``holder``, all of it only while that job still holds
+    the lease. The script does each of these for a whole batch in one command per key.
     """
     flat: list[str] = []
     for name, value in fields.items():
         flat += (_text(name), _text(value))
     writes = {"delivery": keys.delivery(delivery_id), "attempts": keys.attempts(delivery_id),
-              "previous_set": keys.status(previous), "status_set": keys.status(status),
+              "status_set": keys.status(status),
               "pending": keys.pending(destination_id), "retention_s": _text(retention_s),
               "trim_from": _text(-attempts_kept), "fields": flat, "lease": f"{destination_id}|{delivery_id}",
               "created": _text(created), "id": delivery_id, "destination": destination_id}
@@ -171,7 +202,7 @@ class Recorder:
     def _record(self, outcomes: list[dict[str, Any]], pipe: Pipeline | None = None) -> None:
         """The outcomes' script, on its own or inside ``pipe``."""
         self._script(keys=[keys.leases, keys.due, keys.lease_holders],
-                     args=[json.dumps({"status_key": _STATUS_KEY, "outcomes": outcomes}, ensure_ascii=False)],
+                     args=[json.dumps({"status_sets": _STATUS_SETS, "outcomes": outcomes}, ensure_ascii=False)],
                      client=pipe)
 
     def _write(self, batch: list[Any]) -> None:
