@@ -8,14 +8,44 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from .errors import NotFound, ValidationError
 from .store import keys
 
-__all__ = ["DeliveryStore", "STATUSES"]
+__all__ = ["DeliveryStore", "STATUSES", "FIELDS", "attempt_field", "queue_read", "as_record"]
 
 STATUSES = ("pending", "delivered", "error", "bounced", "failed", "skipped")
+# A delivery's hash holds these fields, and its attempt log: one field an attempt, ``log:<number>``
+# (its JSON), the last ``ATTEMPTS_KEPT`` of them (the recorder writes an attempt in the same HSET as
+# the delivery's new state and drops the one that falls out). What reads the delivery's state asks
+# for FIELDS only (HMGET), so the log is read only when the delivery is shown.
+FIELDS = ("id", "event_id", "destination_id", "status", "attempts", "created_at", "updated_at",
+          "next_attempt_at", "last_status_code", "last_error")
+_LOG = "log:"
 _SCAN_ROUNDS = 20
+
+
+def attempt_field(number: int) -> str:
+    """The hash field of a delivery's attempt ``number`` (1, 2, …)."""
+    return f"{_LOG}{number}"
+
+
+def queue_read(pipe: Pipeline, delivery_id: str) -> None:
+    """Queued on ``pipe``: read the delivery's state (FIELDS, not its attempt log); ``as_record`` reads
+    the answer."""
+    pipe.hmget(keys.delivery(delivery_id), FIELDS)
+
+
+def as_record(values: list[str | None]) -> dict[str, str]:
+    """The answer of ``queue_read`` as the stored hash would be: its fields that are there ({} when
+    the delivery is not)."""
+    return {name: value for name, value in zip(FIELDS, values, strict=True) if value is not None}
+
+
+def _attempt_log(raw: dict[str, str]) -> list[dict[str, Any]]:
+    numbered = [(int(name[len(_LOG):]), value) for name, value in raw.items() if name.startswith(_LOG)]
+    return [json.loads(value) for _, value in sorted(numbered)]
 
 
 def _shape(raw: dict[str, str]) -> dict[str, Any]:
@@ -58,14 +88,11 @@ class DeliveryStore:
         self.db = db
 
     def get(self, delivery_id: str) -> dict[str, Any]:
-        with self.db.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.delivery(delivery_id))
-            pipe.lrange(keys.attempts(delivery_id), 0, -1)
-            raw, attempts = pipe.execute()
+        raw = cast(dict[str, str], self.db.hgetall(keys.delivery(delivery_id)))
         if not raw:
             raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
         delivery = _shape(raw)
-        delivery["attempt_log"] = [json.loads(a) for a in attempts]
+        delivery["attempt_log"] = _attempt_log(raw)
         event = self.db.get(keys.event(delivery["event_id"]))
         delivery["event"] = json.loads(event) if event else None
         return delivery
@@ -117,5 +144,5 @@ class DeliveryStore:
     def _load(self, ids: list[str]) -> list[dict[str, Any] | None]:
         with self.db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
-                pipe.hgetall(keys.delivery(delivery_id))
-            return [_shape(raw) if raw else None for raw in pipe.execute()]
+                queue_read(pipe, delivery_id)
+            return [_shape(raw) if (raw := as_record(values)) else None for values in pipe.execute()]

@@ -16,6 +16,7 @@ from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from . import runtime
+from .deliveries import as_record, queue_read
 from .delivery.queue import wake
 from .errors import Conflict, NotFound
 from .store import keys, new_id, now_ms
@@ -36,7 +37,9 @@ def _requeue(pipe: Pipeline, delivery: dict[str, str], due: int) -> None:
 
 
 def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
-    delivery = cast(dict[str, str], rt.db.hgetall(keys.delivery(delivery_id)))
+    with rt.db.pipeline(transaction=False) as pipe:
+        queue_read(pipe, delivery_id)
+        delivery = as_record(pipe.execute()[0])
     if not delivery:
         raise NotFound(f"no delivery {delivery_id!r}", {"id": delivery_id})
     if delivery["status"] == "pending" or rt.db.zscore(keys.leases, f"{delivery['destination_id']}|{delivery_id}"):
@@ -95,12 +98,12 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
         start += len(ids)
         with db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
-                pipe.hgetall(keys.delivery(delivery_id))
+                queue_read(pipe, delivery_id)
                 pipe.zscore(keys.leases, f"{replay['destination_id']}|{delivery_id}")
             found = pipe.execute()
         # Not one that a worker is sending right now (it would be sent twice).
-        deliveries = [d for d, leased in zip(found[::2], found[1::2], strict=True)
-                      if d and d["status"] == replay["status"] and leased is None]
+        deliveries = [d for values, leased in zip(found[::2], found[1::2], strict=True)
+                      if (d := as_record(values)) and d["status"] == replay["status"] and leased is None]
         due = now_ms()
         with db.pipeline(transaction=True) as pipe:
             for delivery in deliveries:

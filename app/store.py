@@ -87,12 +87,8 @@ class keys:
         return f"{PREFIX}event:{event_id}:deliveries"
 
     @staticmethod
-    def delivery(delivery_id: str) -> str:  # hash: the delivery's state (TTL: event retention)
+    def delivery(delivery_id: str) -> str:  # hash: the delivery's state and attempt log (TTL: event retention)
         return f"{PREFIX}delivery:{delivery_id}"
-
-    @staticmethod
-    def attempts(delivery_id: str) -> str:  # list of attempt JSON, oldest first (TTL: event retention)
-        return f"{PREFIX}delivery:{delivery_id}:attempts"
 
     @staticmethod
     def status(status: str) -> str:  # zset: delivery id → created ms, one per delivery status

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from hookgate.deliveries import DeliveryStore, attempt_field
 from hookgate.store import keys, now_ms
 
 from .receiver import Receiver, Reply
@@ -251,18 +252,39 @@ def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, mak
 
     created = int(db.hget(keys.delivery(delivery_id), "created_at"))
     recorder = Recorder(db)
-    recorder.submit(outcome_writes(did, delivery_id, "error", {"status": "error"}, '{"by": "a"}',
-                                   created, None, 60, 50, "job-a"))
+    recorder.submit(outcome_writes(did, delivery_id, "error", {"status": "error"}, (1, '{"by": "a"}'),
+                                   created, None, 50, "job-a"))
     recorder.flush()
-    assert db.hget(keys.delivery(delivery_id), "status") == "pending" and not db.llen(keys.attempts(delivery_id))
+    assert db.hget(keys.delivery(delivery_id), "status") == "pending"
+    assert not db.hexists(keys.delivery(delivery_id), attempt_field(1))
     recorder.submit(outcome_writes(did, delivery_id, "delivered", {"status": "delivered"},
-                                   '{"by": "b"}', created, None, 60, 50, "job-b"))
+                                   (1, '{"by": "b"}'), created, None, 50, "job-b"))
     recorder.close()
     assert db.hget(keys.delivery(delivery_id), "status") == "delivered"
-    assert db.lrange(keys.attempts(delivery_id), 0, -1) == ['{"by": "b"}']
+    assert db.hget(keys.delivery(delivery_id), attempt_field(1)) == '{"by": "b"}'
     assert db.zscore(keys.leases, f"{did}|{delivery_id}") is None
     assert not db.hexists(keys.lease_holders, f"{did}|{delivery_id}")
     assert db.zscore(keys.status("delivered"), delivery_id) is not None
+
+
+def test_the_attempt_log_is_part_of_the_delivery_and_keeps_the_last_attempts_in_order(db):
+    """The log is fields of the delivery's hash (no key of its own to expire apart); past the kept
+    number the oldest goes, and the API shows the rest oldest first (attempt 10 after 9)."""
+    from hookgate.delivery.recorder import Recorder, outcome_writes
+
+    db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "event_id": "evt_1", "destination_id": "dst_1",
+                                             "status": "pending", "created_at": 1})
+    recorder = Recorder(db)
+    for number in range(1, 13):
+        recorder.submit(outcome_writes("dst_1", "dlv_1", "error", {"status": "error", "attempts": number},
+                                       (number, json.dumps({"attempt": number})), 1, None, 4))
+    recorder.close()
+    assert sorted(db.hkeys(keys.delivery("dlv_1"))) == sorted(
+        ["id", "event_id", "destination_id", "status", "created_at", "attempts", *map(attempt_field, range(9, 13))])
+    assert db.keys("*dlv_1*") == [keys.delivery("dlv_1")]
+    shown = DeliveryStore(db).get("dlv_1")
+    assert [a["attempt"] for a in shown["attempt_log"]] == [9, 10, 11, 12]
+    assert shown["attempts"] == 12 and shown["status"] == "error"
 
 
 def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
@@ -272,8 +294,7 @@ def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
     db.hset(keys.delivery("dlv_1"), mapping={"id": "dlv_1", "status": "pending"})
     db.zadd(keys.status("pending"), {"dlv_1": 1})
     recorder = Recorder(db)
-    recorder.submit(outcome_writes("dst_1", "dlv_1", "delivered", {"status": "delivered"}, None, 1, None,
-                                   60, 50))
+    recorder.submit(outcome_writes("dst_1", "dlv_1", "delivered", {"status": "delivered"}, None, 1, None, 50))
     recorder.close()
     assert db.zscore(keys.status("pending"), "dlv_1") is None
     assert db.zscore(keys.status("delivered"), "dlv_1") == 1

@@ -21,9 +21,10 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from .. import runtime
+from ..deliveries import as_record, queue_read
 from ..destinations import DestinationStore
 from ..policies import PolicyStore, Throttle
 from ..presets import Verdict
@@ -263,11 +264,11 @@ class Drainer:
         """The leased deliveries (empty where one expired) and their events' JSON by event id."""
         with self.db.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
-                pipe.hgetall(keys.delivery(delivery_id))
-            deliveries = pipe.execute()
+                queue_read(pipe, delivery_id)
+            deliveries = [as_record(values) for values in pipe.execute()]
         event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries if d))
-        events = dict(zip(event_ids, self.db.mget([keys.event(e) for e in event_ids]), strict=True)) \
-            if event_ids else {}
+        found = cast(list[str | None], self.db.mget([keys.event(e) for e in event_ids])) if event_ids else []
+        events = dict(zip(event_ids, found, strict=True))
         return deliveries, events
 
     # -- throughput policy -------------------------------------------------------------------------------
@@ -577,8 +578,7 @@ class Drainer:
                           last_error=attempt["error"] or "")
         if reason is not None:
             fields["last_error"] = reason
-        attempt_json = json.dumps(attempt, separators=(",", ":")) if attempt is not None else None
-        self.recorder.submit(outcome_writes(destination_id, delivery_id, status, fields,
-                                            attempt_json, int(delivery["created_at"]), due,
-                                            int(self.settings.event_retention_s), ATTEMPTS_KEPT, self.holder))
+        logged = (attempt["attempt"], json.dumps(attempt, separators=(",", ":"))) if attempt is not None else None
+        self.recorder.submit(outcome_writes(destination_id, delivery_id, status, fields, logged,
+                                            int(delivery["created_at"]), due, ATTEMPTS_KEPT, self.holder))
         delivery["status"] = status

@@ -28,7 +28,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import DataError
 
-from ..deliveries import STATUSES
+from ..deliveries import STATUSES, attempt_field
 from ..store import keys
 
 __all__ = ["Recorder", "outcome_writes"]
@@ -39,8 +39,9 @@ LINGER_S = 0.005
 
 # ARGV[1]: {"status_sets": every status set's key, "outcomes": [what outcome_writes() returns, ...]}.
 # An outcome whose lease another job holds now is left out: that job sends the delivery and records it.
-# Each delivery costs its HSET (and, with an attempt, the attempt log's three commands); everything
-# else is one command for the whole batch per key (Redis counts, and pays for, commands more than
+# Each delivery costs its HSET (its attempt, if any, is a field of it: the attempt log is part of the
+# delivery's hash; past the kept number, an HDEL of the oldest); everything else is one command for
+# the whole batch per key (Redis counts, and pays for, commands more than
 # their members): whose leases these are (HMGET), ending them (ZREM, HDEL), the status sets (a delivery
 # leaves every set but its new one, whatever status it was read with: ZREM per set, ZADD per status),
 # the pending sets of retries (ZADD per destination) and the due set (ZADD LT per destination).
@@ -66,11 +67,7 @@ local order = {}
 for _, o in ipairs(args.outcomes) do
   if not o.holder or holding[o.lease] == o.holder then
     redis.call('HSET', o.delivery, unpack(o.fields))
-    if o.attempt then
-      redis.call('RPUSH', o.attempts, o.attempt)
-      redis.call('LTRIM', o.attempts, o.trim_from, -1)
-      redis.call('EXPIRE', o.attempts, o.retention_s)
-    end
+    if o.forget then redis.call('HDEL', o.delivery, o.forget) end
     table.insert(ended, o.lease)
     if not final[o.id] then table.insert(order, o.id) end
     final[o.id] = o  -- a delivery recorded twice in one batch ends in the status of the last
@@ -112,28 +109,30 @@ def _text(value: Any) -> str:
 
 
 def outcome_writes(destination_id: str, delivery_id: str, status: str, fields: dict[str, Any],
-                   attempt_json: str | None, created: int, due: int | None, retention_s: int,
-                   attempts_kept: int, holder: str = "") -> dict[str, Any]:
+                   attempt: tuple[int, str] | None, created: int, due: int | None, attempts_kept: int,
+                   holder: str = "") -> dict[str, Any]:
     """One outcome's writes, for ``Recorder.submit``. They are, in this order:
 
-    HSET the delivery's ``fields``; with an attempt: RPUSH it to the attempt log, LTRIM the log to
-    the last ``attempts_kept``, EXPIRE it after ``retention_s``; ZREM the lease; ZREM the delivery
-    from every status set but the new one (whatever status it had when read) and ZADD it to that one
-    (scored by ``created``); with a ``due`` time: ZADD it to the pending set, and the destination to
-    the due set (LT); and end the lease. With a ``holder``, all of it only while that job still holds
-    the lease. The script does each of these for a whole batch in one command per key.
+    HSET the delivery's ``fields`` and, with an ``attempt`` (its number and JSON), that attempt as the
+    field ``attempt_field(number)`` of its log (HDEL the attempt that falls out of the last
+    ``attempts_kept``); ZREM the lease; ZREM the delivery from every status set but the new one
+    (whatever status it had when read) and ZADD it to that one (scored by ``created``); with a ``due``
+    time: ZADD it to the pending set, and the destination to the due set (LT); and end the lease. With
+    a ``holder``, all of it only while that job still holds the lease. The script does each of these
+    for a whole batch in one command per key.
     """
     flat: list[str] = []
     for name, value in fields.items():
         flat += (_text(name), _text(value))
-    writes = {"delivery": keys.delivery(delivery_id), "attempts": keys.attempts(delivery_id),
-              "status_set": keys.status(status),
-              "pending": keys.pending(destination_id), "retention_s": _text(retention_s),
-              "trim_from": _text(-attempts_kept), "fields": flat, "lease": f"{destination_id}|{delivery_id}",
+    writes = {"delivery": keys.delivery(delivery_id), "status_set": keys.status(status),
+              "pending": keys.pending(destination_id), "fields": flat, "lease": f"{destination_id}|{delivery_id}",
               "created": _text(created), "id": delivery_id, "destination": destination_id}
     # absent, not empty: nil in the script
-    if attempt_json is not None:
-        writes["attempt"] = attempt_json
+    if attempt is not None:
+        number, attempt_json = attempt
+        flat += (attempt_field(number), attempt_json)
+        if number > attempts_kept:
+            writes["forget"] = attempt_field(number - attempts_kept)
     if due is not None:
         writes["due"] = _text(due)
     if holder:
