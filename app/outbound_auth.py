@@ -37,7 +37,8 @@ import requests
 
 from . import oauth
 from .auth_profiles import check_certificate_pair, covers, reveal, scrubber
-from .delivery.http import USER_AGENT, Sender
+from .delivery.async_http import SyncBridge
+from .delivery.http import USER_AGENT
 from .errors import BlockedDestination, DeliveryError
 from .headers import FRAMING, check_sent
 from .scrub import NOTHING, Scrubber
@@ -68,7 +69,7 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
 
 @dataclass(frozen=True)
 class Prepared:
-    """The request to send: ``Sender.send(method, url, headers, body, timeout, trust=trust)``."""
+    """The request to send: ``SyncBridge.send(method, url, headers, body, timeout, trust=trust)``."""
 
     url: str  # may carry URL credentials: never log it
     headers: dict[str, str]
@@ -225,13 +226,13 @@ def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
-def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: str, path: str,
+def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, sender: SyncBridge, *, method: str, path: str,
           allowed_networks: tuple, timeout: float = 10.0) -> dict[str, Any]:
-    """Call ``endpoint_prefix + path`` with the profile's credentials and an empty body.
-    ``ok`` only on HTTP 200; ``response`` is the first 2 KB; ``error`` says why not. The answer is
-    scrubbed of every credential the request carried (a receiver may echo them)."""
+    """Call ``endpoint_prefix + path`` with the profile's credentials and an empty body, through
+    ``sender`` (the one deliveries and trials use). ``ok`` only on HTTP 200; ``response`` is the first
+    2 KB; ``error`` says why not. The answer is scrubbed of every credential the request carried (a
+    receiver may echo them)."""
     url = profile["endpoint_prefix"].rstrip("/") + "/" + path.lstrip("/")
-    sender = Sender(allowed_networks, pool_size=1)
     hidden = NOTHING
     result: dict[str, Any] = {"ok": False, "status_code": None, "response": "", "error": None}
     try:
@@ -241,17 +242,15 @@ def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: s
                                   headers={"User-Agent": USER_AGENT}, body=b"", event_id=new_id("msg"),
                                   allowed_networks=allowed_networks, timeout=timeout)
             hidden += prepared.scrubber
-            response = sender.session.request(method, prepared.url, headers=prepared.headers, data=b"",
-                                              verify=prepared.trust or True,  # type: ignore[arg-type]
-                                              timeout=timeout,
-                                              allow_redirects=False, stream=True)
-            raw = response.raw.read(PROBE_RESPONSE_LIMIT + 1, decode_content=True) or b""
-            response.close()
+            response = sender.send(method, prepared.url, prepared.headers, b"", timeout, trust=prepared.trust)
+            if response.status_code is None:
+                result["error"] = hidden.text(response.error or "no answer")[:500]
+                break
             if response.status_code == 401 and attempt == 1 and handle_unauthorized(profile, db, prepared):
                 continue
-            text = raw[:PROBE_RESPONSE_LIMIT].decode(response.encoding or "utf-8", errors="replace")
+            text = response.body
             result.update(status_code=response.status_code, ok=response.status_code == 200,
-                          response=hidden.text(text, cut=len(raw) > PROBE_RESPONSE_LIMIT))
+                          response=hidden.text(text[:PROBE_RESPONSE_LIMIT], cut=len(text) > PROBE_RESPONSE_LIMIT))
             if response.status_code != 200:
                 result["error"] = f"the endpoint answered HTTP {response.status_code}"
             break
@@ -259,6 +258,4 @@ def probe(profile: dict[str, Any], box: SecretBox, db: redis.Redis, *, method: s
         result["error"] = exc.message
     except (requests.RequestException, ConnectionError, ValueError, RuntimeError) as exc:
         result["error"] = hidden.text(f"{type(exc).__name__}: {exc}")[:500]
-    finally:
-        sender.session.close()
     return hidden.value(result)

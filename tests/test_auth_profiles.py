@@ -25,6 +25,7 @@ from hookgate.outbound_auth import apply_auth, handle_unauthorized
 from hookgate.store import keys
 from hookgate.tls import context as tls_context
 
+from .processes import free_port
 from .receiver import Received, Receiver, Reply
 from .tls import PKI, TLSReceiver
 
@@ -571,7 +572,9 @@ def test_the_test_endpoint_is_ok_only_on_200(create, client, admin):
         assert escaped["ok"] is False and "bound to" in escaped["error"]
     finally:
         server.stop()
-    gone = client.post(f"/v1/auth-profiles/{good['id']}/test", json={}, headers=admin).get_json()
+    # Nobody listens there (the stopped receiver's keep-alive connections would still answer).
+    nobody = create(type="bearer", endpoint_prefix=f"http://127.0.0.1:{free_port()}/api", token="good")
+    gone = client.post(f"/v1/auth-profiles/{nobody['id']}/test", json={}, headers=admin).get_json()
     assert gone["ok"] is False and gone["status_code"] is None and "connection" in gone["error"].lower()
 
 

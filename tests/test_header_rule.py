@@ -16,7 +16,6 @@ import pytest
 
 from hookgate.config import parse_networks
 from hookgate.delivery.async_http import SyncBridge
-from hookgate.delivery.http import Sender
 from hookgate.exchange.export import VERSION
 from hookgate.headers import MAX_FIELDS, MAX_NAME, MAX_VALUE
 from hookgate.store import bump_config, keys
@@ -383,7 +382,7 @@ def test_a_trial_does_not_send_a_header_that_breaks_the_rule(client, admin, db, 
 def test_what_goes_out_has_one_framing_header_and_a_get_none(client, admin, raw, make_source, post_events, work):
     """Every destination the API takes — plain, with hostile framing headers from each source (a
     user preset's, an auth profile's: refused now, sent before) — is delivered; the auth profile
-    probe (requests) too; and both senders directly, method by method."""
+    probe too; and the sender directly, method by method."""
     source_id, key = make_source()
 
     def profile(name: str, value: str = "k") -> str | None:
@@ -428,13 +427,13 @@ def test_what_goes_out_has_one_framing_header_and_a_get_none(client, admin, raw,
     allowed = parse_networks("127.0.0.0/8")
     methods = [("GET", None), ("GET", b""), ("POST", b'{"a":1}'), ("POST", None), ("POST", b""), ("PUT", b"x"),
                ("PATCH", b"y"), ("DELETE", None), ("DELETE", b"z")]
-    for kind, sender in (("requests", Sender(allowed)), ("aiohttp", SyncBridge(allowed, 4))):
-        try:
-            for n, (method, body) in enumerate(methods):
-                response = sender.send(method, f"{raw.url}/{kind}-{n}", {"Content-Type": "text/plain"}, body, 5.0)
-                assert response.status_code == 200, response.error
-        finally:
-            sender.session.close() if isinstance(sender, Sender) else sender.close()
+    sender = SyncBridge(allowed, 4)
+    try:
+        for n, (method, body) in enumerate(methods):
+            response = sender.send(method, f"{raw.url}/aiohttp-{n}", {"Content-Type": "text/plain"}, body, 5.0)
+            assert response.status_code == 200, response.error
+    finally:
+        sender.close()
     got = raw.requests()
     for line, fields, body in got:
         assert_framed_once(line, fields, body)
@@ -442,10 +441,9 @@ def test_what_goes_out_has_one_framing_header_and_a_get_none(client, admin, raw,
     paths = sorted(line.split()[1].split("?")[0] for line, _, _ in got)
     assert paths == sorted([*(f"/shape-{n}" for n in range(len(shapes)) for _ in (1, 2) if n != 7), "/shape-7",
                             *(f"/preset-{n}" for n in range(len(presets)) for _ in (1, 2)), "/probe",
-                            *(f"/{kind}-{n}" for kind in ("requests", "aiohttp") for n in range(len(methods)))])
+                            *(f"/aiohttp-{n}" for n in range(len(methods)))])
     bodies = {line.split()[1]: body for line, _, body in got}
-    assert all(bodies[f"/{kind}-{n}"] == (body or b"") for kind in ("requests", "aiohttp")
-               for n, (_, body) in enumerate(methods))
+    assert all(bodies[f"/aiohttp-{n}"] == (body or b"") for n, (_, body) in enumerate(methods))
     credential = [v for line, fields, _ in got if line.startswith("POST /shape-8") for n, v in fields
                   if n.lower() == "x-key"]
     assert credential == ["k", "k"]  # the profile's credential wins, once per request

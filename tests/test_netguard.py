@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hookgate.config import parse_networks
-from hookgate.delivery.async_http import SyncBridge as Sender
+from hookgate.delivery.async_http import SyncBridge
 from hookgate.errors import BlockedDestination
 from hookgate.netguard import check_address, resolve
 
@@ -45,7 +45,11 @@ def test_names_and_odd_ip_forms_are_checked_after_resolution(host):
     "http://0177.0.0.1:{port}/", "http://169.254.169.254/latest/meta-data/",
 ])
 def test_the_sender_refuses_before_connecting(url, receiver):
-    response = Sender(()).send("POST", url.format(port=receiver.port), {}, b"{}", 2)
+    sender = SyncBridge(())
+    try:
+        response = sender.send("POST", url.format(port=receiver.port), {}, b"{}", 2)
+    finally:
+        sender.close()
     assert response.status_code is None and response.error_kind == "blocked"
     assert receiver.requests == []
 
@@ -53,8 +57,8 @@ def test_the_sender_refuses_before_connecting(url, receiver):
 def test_a_refused_delivery_is_an_error_that_is_not_retried(
     app, client, admin, receiver, make_source, make_destination, post_events, work, rt
 ):
-    # This app allows loopback; a Sender without the allow-list is what production has.
-    rt.sender = Sender(())
+    # This app allows loopback; a sender without the allow-list is what production has.
+    rt.sender = SyncBridge(())
     source_id, key = make_source()
     make_destination(receiver.url)
     event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
@@ -66,6 +70,10 @@ def test_a_refused_delivery_is_an_error_that_is_not_retried(
 
 
 def test_the_host_header_keeps_the_name_while_the_connection_is_pinned(receiver):
-    response = Sender(LOOPBACK).send("POST", f"http://localhost:{receiver.port}/x", {}, b"{}", 2)
+    sender = SyncBridge(LOOPBACK)
+    try:
+        response = sender.send("POST", f"http://localhost:{receiver.port}/x", {}, b"{}", 2)
+    finally:
+        sender.close()
     assert response.status_code == 200
     assert receiver.requests[0].header("Host") == f"localhost:{receiver.port}"

@@ -112,5 +112,5 @@ def test(profile_id: str) -> dict[str, Any]:
     options = load(TestSchema(), read_json(optional=True))
     rt = runtime()
     profile = _store().get(profile_id)
-    return probe(profile, rt.secrets, rt.db, method=options["method"], path=options["path"],
+    return probe(profile, rt.secrets, rt.db, rt.sender, method=options["method"], path=options["path"],
                  allowed_networks=rt.settings.allowed_networks)
