@@ -298,3 +298,35 @@ def test_the_recorder_leaves_the_status_set_the_delivery_is_really_in(db):
     recorder.close()
     assert db.zscore(keys.status("pending"), "dlv_1") is None
     assert db.zscore(keys.status("delivered"), "dlv_1") == 1
+
+
+def test_a_wide_wake_is_one_drain_job_per_group_of_destinations(client, admin, receiver, make_source,
+                                                                make_destination, post_events, rt, work):
+    """1 event → 120 destinations: 3 RQ jobs (50, 50, 20), not 120 (each RQ job costs the store ~65
+    commands of its own); every destination gets its delivery once, through the engine."""
+    from hookgate.delivery.queue import WAKE_GROUP
+
+    source_id, key = make_source()
+    made = [make_destination(f"{receiver.url}/d{i}", name=f"d{i}")["id"] for i in range(120)]
+    [event_id] = post_events(source_id, key, {"name": "purchase"}).get_json()["ids"]
+    jobs = rt.queue.get_jobs()
+    assert [len(job.args) for job in jobs] == [WAKE_GROUP, WAKE_GROUP, 120 - 2 * WAKE_GROUP]
+    assert sorted(did for job in jobs for did in job.args) == sorted(made)
+    work()
+    assert sorted(request.path for request in receiver.requests) == sorted(f"/d{i}" for i in range(120))
+    assert {request.header("webhook-id") for request in receiver.requests} == {event_id}
+
+
+def test_a_bare_rq_worker_drains_every_destination_of_a_grouped_job(client, admin, receiver, make_source,
+                                                                   make_destination, post_events, rt):
+    """Without hookgate's engine (RQ's own worker), a job of several destinations drains each in turn."""
+    from rq import SimpleWorker
+
+    source_id, key = make_source()
+    for i in range(3):
+        make_destination(f"{receiver.url}/d{i}", name=f"d{i}")
+    post_events(source_id, key, [{"name": "a"}, {"name": "b"}])
+    [job] = rt.queue.get_jobs()
+    assert len(job.args) == 3
+    SimpleWorker([rt.queue], connection=rt.rq_connection).work(burst=True)
+    assert sorted(request.path for request in receiver.requests) == sorted(f"/d{i}" for i in range(3) for _ in "ab")

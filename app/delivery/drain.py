@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -52,15 +53,20 @@ MIN_LANE_CHUNK = 10  # a round's Redis work (take, load, settle) is shared by at
 Member = tuple[dict[str, str], dict[str, Any]]  # a leased delivery of a batch, and its event
 
 
-def drain_destination(destination_id: str) -> dict[str, int]:
-    """RQ job: send what is due for one destination. In a worker with an engine (``hookgate worker``)
-    the destination is handed to it and the job ends at once; otherwise (a bare RQ worker) the job
-    drains it here, one request at a time. Returns counts by outcome."""
+def drain_destination(*destination_ids: str) -> dict[str, int]:
+    """RQ job: send what is due for these destinations (a wake groups up to ``queue.WAKE_GROUP`` in one
+    job). In a worker with an engine (``hookgate worker``) each destination is handed to it and the job
+    ends at once; otherwise (a bare RQ worker) the job drains them here, one after another, one request
+    at a time. Returns counts by outcome."""
     engine = current_engine()
     if engine is not None:
-        engine.adopt(destination_id)
-        return {"adopted": 1}
-    return Drainer(runtime.current()).drain(destination_id)
+        for destination_id in destination_ids:
+            engine.adopt(destination_id)
+        return {"adopted": len(destination_ids)}
+    counts: Counter[str] = Counter()
+    for destination_id in destination_ids:
+        counts.update(Drainer(runtime.current()).drain(destination_id))
+    return dict(counts)
 
 
 def run_lane(engine: Engine, lanes: Lanes, lane: int) -> None:

@@ -33,12 +33,17 @@ from ..config import Settings
 from ..store import keys, now_ms
 
 __all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due", "hold", "unhold",
-           "drain_job_timeout", "DRAIN_JOB", "HELD"]
+           "drain_job_timeout", "DRAIN_JOB", "HELD", "WAKE_GROUP"]
 
 # The drain job by its dotted path: RQ imports it in the worker, and this module (which the drain
 # imports) need not import the drain.
 DRAIN_JOB = "hookgate.delivery.drain.drain_destination"
 HELD = "paused"  # the wake flag's value while the destination's breaker holds it (a job's flag is "1")
+# Destinations one drain job wakes at most: an RQ job costs the store ~65 commands of its own (its
+# hash, the worker's heartbeats, the started and finished registries), as many as a delivery's own
+# work several times over, so a fan-out to 1,000 destinations is 20 jobs, not 1,000 (bench/redis_cost.py).
+# Small enough that the jobs of one wide wake spread over the workers.
+WAKE_GROUP = 50
 
 _TAKE = """
 local pending, leases, due, wake, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -173,7 +178,8 @@ def drain_job_timeout(settings: Settings) -> int:
 
 
 def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings: Settings) -> int:
-    """Enqueue a drain job for each destination that has none queued or running. Returns how many."""
+    """Enqueue drain jobs (one for up to ``WAKE_GROUP`` destinations) for the destinations that have
+    none queued or running. Returns how many destinations were woken."""
     ids = list(dict.fromkeys(destination_ids))
     if not ids:
         return 0
@@ -185,14 +191,21 @@ def wake(db: redis.Redis, queue: Queue, destination_ids: Iterable[str], settings
             pipe.set(keys.wake(did), "1", nx=True, px=timeout * 1000)
         claimed = [did for did, ok in zip(ids, pipe.execute(), strict=True) if ok]
     if claimed:
+        groups = [claimed[start:start + WAKE_GROUP] for start in range(0, len(claimed), WAKE_GROUP)]
         with queue.connection.pipeline() as rq_pipe:
             queue.enqueue_many(
-                [Queue.prepare_data(DRAIN_JOB, args=(did,), timeout=timeout, result_ttl=0, failure_ttl=86400,
-                                    description=f"drain {did}") for did in claimed],
+                [Queue.prepare_data(DRAIN_JOB, args=tuple(group), timeout=timeout, result_ttl=0, failure_ttl=86400,
+                                    description=_described(group)) for group in groups],
                 pipeline=rq_pipe,
             )
             rq_pipe.execute()
     return len(claimed)
+
+
+def _described(group: list[str]) -> str:
+    """A drain job's description for ``rq info``: its destinations (the first three, and how many more)."""
+    more = f" and {len(group) - 3} more" if len(group) > 3 else ""
+    return f"drain {', '.join(group[:3])}{more}"
 
 
 def wake_due(db: redis.Redis, queue: Queue, settings: Settings, limit: int = 1000) -> int:
