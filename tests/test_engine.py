@@ -267,6 +267,27 @@ def test_a_lease_belongs_to_the_job_that_took_it(client, admin, make_source, mak
     assert db.zscore(keys.status("delivered"), delivery_id) is not None
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_every_recorded_delivery_ends_in_its_new_status_set_alone(db, count):
+    """A batch of one or two reads each delivery's stored status and leaves that set; a larger one
+    leaves every other set: either way each delivery is in exactly one status set, its new one, also
+    when it is recorded twice in the batch."""
+    from hookgate.deliveries import STATUSES
+    from hookgate.delivery.recorder import Recorder, outcome_writes
+
+    before = ["pending", "error", "bounced", "delivered", "failed", "skipped", "pending"]
+    for i in range(count):
+        db.hset(keys.delivery(f"dlv_{i}"), mapping={"id": f"dlv_{i}", "status": before[i]})
+        db.zadd(keys.status(before[i]), {f"dlv_{i}": i})
+    recorder = Recorder(db)
+    recorder.submit(outcome_writes("dst_1", "dlv_0", "bounced", {"status": "bounced"}, None, 0, None, 50))
+    for i in range(count):
+        recorder.submit(outcome_writes("dst_1", f"dlv_{i}", "delivered", {"status": "delivered"}, None, i, None, 50))
+    recorder.close()
+    for i in range(count):
+        assert [s for s in STATUSES if db.zscore(keys.status(s), f"dlv_{i}") is not None] == ["delivered"]
+
+
 def test_the_attempt_log_is_part_of_the_delivery_and_keeps_the_last_attempts_in_order(db):
     """The log is fields of the delivery's hash (no key of its own to expire apart); past the kept
     number the oldest goes, and the API shows the rest oldest first (attempt 10 after 9)."""

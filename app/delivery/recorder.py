@@ -37,13 +37,14 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 LINGER_S = 0.005
 
-# ARGV[1]: {"status_sets": every status set's key, "outcomes": [what outcome_writes() returns, ...]}.
+# ARGV[1]: {"status_sets": every status set's key by status, "outcomes": [what outcome_writes() returns, ...]}.
 # An outcome whose lease another job holds now is left out: that job sends the delivery and records it.
 # Each delivery costs its HSET (its attempt, if any, is a field of it: the attempt log is part of the
 # delivery's hash; past the kept number, an HDEL of the oldest); everything else is one command for
 # the whole batch per key (Redis counts, and pays for, commands more than
 # their members): whose leases these are (HMGET), ending them (ZREM, HDEL), the status sets (a delivery
-# leaves every set but its new one, whatever status it was read with: ZREM per set, ZADD per status),
+# leaves every set but its new one, whatever status it was read with: ZREM per set, ZADD per status;
+# a batch of one or two reads each one's status as stored instead, HGET, and leaves just that set),
 # the pending sets of retries (ZADD per destination) and the due set (ZADD LT per destination).
 _RECORD = """
 local leases, due_set, holders = KEYS[1], KEYS[2], KEYS[3]
@@ -63,9 +64,11 @@ if asked[1] then
   for i, lease in ipairs(asked) do holding[lease] = got[i] end
 end
 local ended, final, retries, dues = {}, {}, {}, {}
-local order = {}
+local order, was = {}, {}
+local few = #args.outcomes <= 2
 for _, o in ipairs(args.outcomes) do
   if not o.holder or holding[o.lease] == o.holder then
+    if few and was[o.id] == nil then was[o.id] = redis.call('HGET', o.delivery, 'status') or false end
     redis.call('HSET', o.delivery, unpack(o.fields))
     if o.forget then redis.call('HDEL', o.delivery, o.forget) end
     table.insert(ended, o.lease)
@@ -86,8 +89,13 @@ local into, leaving = {}, {}
 for _, id in ipairs(order) do
   local o = final[id]
   push(into, o.status_set, o.created, id)
-  for _, set in ipairs(args.status_sets) do
-    if set ~= o.status_set then push(leaving, set, id) end
+  if few then
+    local set = was[id] and args.status_sets[was[id]]
+    if set and set ~= o.status_set then push(leaving, set, id) end
+  else
+    for _, set in pairs(args.status_sets) do
+      if set ~= o.status_set then push(leaving, set, id) end
+    end
   end
 end
 for set, ids in pairs(leaving) do redis.call('ZREM', set, unpack(ids)) end
@@ -96,7 +104,7 @@ for set, members in pairs(retries) do redis.call('ZADD', set, unpack(members)) e
 for destination, at in pairs(dues) do redis.call('ZADD', due_set, 'LT', at, destination) end
 return 1
 """
-_STATUS_SETS = [keys.status(status) for status in STATUSES]
+_STATUS_SETS = {status: keys.status(status) for status in STATUSES}
 
 
 def _text(value: Any) -> str:
