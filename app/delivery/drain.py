@@ -181,9 +181,7 @@ class Drainer:
         count = 1 if self.probing else self._chunk_size()
         ids = pending.take(self.db, destination_id, count, lease_ms, lease_ms, self.holder)
         if not ids:
-            if self.lanes is not None and not self.lanes.last(self.lane):
-                return False  # other lanes are still sending: the last of them ends the run
-            return not pending.finish(self.db, destination_id)
+            return self._more_came(destination_id)
         if self.lanes is not None and not self.probing:
             self.lanes.grow(len(ids) == count)  # a full chunk: there is a backlog other lanes can share
         self._send_all(destination_id, destination, ids, timeout, lease_s, counts)
@@ -199,7 +197,18 @@ class Drainer:
             if current is None or not current.get("enabled", True):
                 self._stop_lanes()
                 return True  # disabled (failing too long) or a 410: the next round's first check ends the job
-        return not self._yielded(destination_id) and not self._handed_over(destination_id, lease_s)
+        if self._yielded(destination_id) or self._handed_over(destination_id, lease_s):
+            return False
+        if len(ids) < count:  # all that was due: end now rather than after a round that takes nothing
+            return self._more_came(destination_id)
+        return True
+
+    def _more_came(self, destination_id: str) -> bool:
+        """The chunk was all that was due: the last lane ends the run unless more came due meanwhile
+        (the others leave to it). True: go on."""
+        if self.lanes is not None and not self.lanes.last(self.lane):
+            return False
+        return not pending.finish(self.db, destination_id)
 
     def _send_all(self, destination_id: str, destination: dict[str, Any] | None, ids: list[str], timeout: float,
                   lease_s: float, counts: dict[str, int]) -> None:
