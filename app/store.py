@@ -78,7 +78,8 @@ def open_rq(settings: Settings) -> redis.Redis:
 def describe(settings: Settings) -> str:
     """Where the store is, for a person to read: never a password."""
     if settings.redis_sentinels:
-        sentinels = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        sentinels = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                             for host, port in settings.redis_sentinels)
         return f"primary {settings.redis_sentinel_master!r} via Sentinel {sentinels}"
     parts = urlsplit(settings.redis_url or "")
     if parts.password is None:

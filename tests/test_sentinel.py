@@ -8,6 +8,7 @@ got a 202 is lost; with the default (local) the figures of what was lost are pri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +23,9 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+
+from hookgate import Settings, create_app
+from hookgate.store import describe
 
 from .processes import free_port, hookgate, spawn, stop_group, wait_http, wait_until
 from .receiver import Receiver
@@ -87,6 +91,10 @@ class Cluster:
                           timeout=20), (self.root / "replica" / "log").read_text()
         for n, port in enumerate(self.sentinel_ports):
             self._sentinel(f"sentinel{n}", port)
+        return self
+
+    def wait_ready(self) -> None:
+        """Until every sentinel knows the other two and the replica (a failover needs them)."""
         sentinels = [redis.Redis(port=port, decode_responses=True) for port in self.sentinel_ports]
 
         def ready() -> bool:
@@ -94,7 +102,6 @@ class Cluster:
             return all(st and st["num-other-sentinels"] == 2 and st["num-slaves"] == 1 for st in states)
 
         assert wait_until(ready, timeout=30), (self.root / "sentinel0" / "log").read_text()
-        return self
 
     @property
     def env(self) -> dict[str, str]:
@@ -201,7 +208,9 @@ def _env(cluster: Cluster, port: int, durability: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("durability", ["replicated", "local"])
 def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
+    began = time.monotonic()
     cluster = Cluster(tmp_path, redis_binaries).start()
+    phases = {"cluster": time.monotonic() - began}
     receiver = Receiver().start()
     port = free_port()
     env = _env(cluster, port, durability)
@@ -219,8 +228,10 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         assert "via Sentinel 127.0.0.1:" in (tmp_path / "worker.log").read_text()  # where it connects, shown
 
         ingest = Ingest(f"{api}/v1/sources/{source['id']}/events", source["key"]).start()
-        assert wait_until(lambda: len(receiver.requests) >= 50, timeout=30), (tmp_path / "worker.log").read_text()
+        assert wait_until(lambda: len(receiver.requests) >= 20, timeout=30), (tmp_path / "worker.log").read_text()
+        cluster.wait_ready()
         killed_at, killed_wall = time.monotonic(), time.time()
+        phases["killed"] = killed_at - began
         os.killpg(cluster.processes["primary"].pid, signal.SIGKILL)
         cluster.processes["primary"].wait()
 
@@ -240,6 +251,7 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         resumed_at = max(a.at for a in ingest.answers if a.status != 202)
         assert wait_until(lambda: time.monotonic() - resumed_at > 2, timeout=10)
         ingest.stop()
+        phases["ingest_stopped"] = time.monotonic() - began
 
         acknowledged = ingest.acknowledged()
         refusals = [a for a in ingest.answers if a.status != 202]
@@ -254,6 +266,7 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         assert wait_until(lambda: after <= delivered(), timeout=60), (tmp_path / "worker.log").read_text()
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()
 
+        phases["delivered_after"] = time.monotonic() - began
         promoted = redis.Redis(port=cluster.replica_port, decode_responses=True)
         stored = {i for i in acknowledged if promoted.exists(f"hookgate:event:{i}")}
         if durability == "replicated":  # nothing that got a 202 is lost: stored on the new primary, delivered
@@ -269,11 +282,52 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
               f"lost={len(acknowledged - stored)} delivered={len(delivered() & acknowledged)} "
               f"delivered_total={len(set(received))} duplicates={len(received) - len(set(received))} "
               f"answers_503={len(refusals)} longest_503_window={ingest.longest_refusal():.2f}s "
-              f"longest_delivery_pause={max(pauses, default=0):.2f}s client_errors={len(ingest.errors)}")
+              f"longest_delivery_pause={max(pauses, default=0):.2f}s client_errors={len(ingest.errors)} "
+              f"resumed_after_kill={resumed_at - killed_at:.2f}s "
+              f"phases={ {k: round(v, 1) for k, v in phases.items()} } total={time.monotonic() - began:.1f}s")
     finally:
         if ingest is not None:
             ingest.stop()
-        stop_group(worker)
-        stop_group(web)
+        stop_group(worker, signal.SIGKILL)  # how they stop is not what this test is about
+        stop_group(web, signal.SIGKILL)
         receiver.stop()
         cluster.stop()
+
+
+def test_replicated_durability_without_a_replica_answers_503_not_replicated(settings, db):
+    """The embedded Valkey has no replica: ``WAIT 1`` gets none, so nothing is acknowledged; the
+    events are on the primary all the same (and delivered). ``local`` answers 202 on the same store."""
+    answers = {}
+    for durability in ("replicated", "local"):
+        app = create_app(dataclasses.replace(settings, durability=durability, durability_timeout_s=0.1))
+        client = app.test_client()
+        auth = {"Authorization": f"Bearer {settings.admin_token}"}
+        source = client.post("/v1/sources", json={"name": durability}, headers=auth).get_json()
+        started = time.monotonic()
+        response = client.post(f"/v1/sources/{source['id']}/events", json={"id": "x-1", "name": "order.created"},
+                               headers={"X-Hookgate-Key": source["key"]})
+        answers[durability] = (response.status_code, response.get_json(), time.monotonic() - started)
+        app.extensions["hookgate"].close()
+    status, body, took = answers["replicated"]
+    assert status == 503, body
+    assert body == {"error": {"code": "not_replicated", "message": body["error"]["message"], "details": {
+        "replicas_required": 1, "replicas_acknowledged": 0, "timeout_ms": 100}}}
+    assert took >= 0.1  # it waited for a replica
+    assert len(db.keys("hookgate:event:*")) == 2  # stored on the primary all the same
+    assert answers["local"][0] == 202
+
+
+def test_sentinel_settings_go_together_and_no_password_is_shown():
+    sentinels = {"HOOKGATE_REDIS_SENTINELS": "127.0.0.1:26379, [::1]:26380"}
+    with pytest.raises(ValueError, match="go together"):
+        Settings.from_env(sentinels)
+    with pytest.raises(ValueError, match="not host:port"):
+        Settings.from_env({"HOOKGATE_REDIS_SENTINELS": "127.0.0.1", "HOOKGATE_REDIS_SENTINEL_MASTER": "m"})
+    with pytest.raises(ValueError, match="HOOKGATE_DURABILITY"):
+        Settings.from_env({"HOOKGATE_DURABILITY": "paranoid"})
+    settings = Settings.from_env({**sentinels, "HOOKGATE_REDIS_SENTINEL_MASTER": "hg",
+                                  "HOOKGATE_REDIS_PASSWORD": "s3cret-pw"})
+    assert settings.redis_sentinels == (("127.0.0.1", 26379), ("::1", 26380))
+    assert describe(settings) == "primary 'hg' via Sentinel 127.0.0.1:26379,[::1]:26380"
+    assert describe(Settings(redis_url="redis://:s3cret-pw@h:6379/0")) == "redis://:***@h:6379/0"
+    assert describe(Settings(redis_url="redis://u:s3cret-pw@h:6379/0")) == "redis://u:***@h:6379/0"
