@@ -66,7 +66,7 @@ class Cluster:
         config = directory / f"{name}.conf"
         config.write_text("\n".join([
             f"port {port}", "bind 127.0.0.1", f"dir {directory}", "daemonize no", 'save ""', "appendonly yes",
-            "appendfsync everysec", "protected-mode no", "logfile \"\"", *extra]) + "\n")
+            "appendfsync everysec", "protected-mode no", "logfile \"\"", "repl-diskless-sync-delay 0", *extra]) + "\n")
         self.processes[name] = spawn([self.binaries["redis-server"], str(config)], dict(os.environ),
                                      directory / "log")
 
@@ -256,6 +256,7 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         acknowledged = ingest.acknowledged()
         refusals = [a for a in ingest.answers if a.status != 202]
         assert {a.status for a in refusals} == {503}, {a.status for a in refusals}  # never a 500
+        assert all(a.at > killed_at for a in refusals)  # before the kill (a replica up) every answer was a 202
         assert all(set(a.body["error"]) == {"code", "message", "details"} for a in refusals)
         after = {i for a in ingest.answers if a.status == 202 and a.at > resumed_at for i in a.ids}
 
@@ -278,12 +279,17 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         received = [r.header("webhook-id") for r in receiver.requests]
         arrivals = sorted(r.at for r in receiver.requests)
         pauses = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False) if b > killed_wall]
+        unavailable = [a.at for a in refusals if a.code == "unavailable"]
+        not_replicated = [a.at for a in refusals if a.code == "not_replicated" and a.at > killed_at]
         print(f"\n[sentinel failover, durability={durability}] acknowledged={len(acknowledged)} "
               f"lost={len(acknowledged - stored)} delivered={len(delivered() & acknowledged)} "
               f"delivered_total={len(set(received))} duplicates={len(received) - len(set(received))} "
               f"answers_503={len(refusals)} longest_503_window={ingest.longest_refusal():.2f}s "
               f"longest_delivery_pause={max(pauses, default=0):.2f}s client_errors={len(ingest.errors)} "
               f"resumed_after_kill={resumed_at - killed_at:.2f}s "
+              f"no_primary_503s={len(unavailable)} over {max(unavailable) - min(unavailable):.2f}s "
+              f"not_replicated_503s={len(not_replicated)} over "
+              f"{(max(not_replicated) - min(not_replicated)) if not_replicated else 0:.2f}s "
               f"phases={ {k: round(v, 1) for k, v in phases.items()} } total={time.monotonic() - began:.1f}s")
     finally:
         if ingest is not None:
