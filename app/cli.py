@@ -251,7 +251,8 @@ def _store_catalog() -> PresetCatalog:
     """The preset catalog with the store behind it: export and import need HOOKGATE_REDIS_URL."""
     catalog = _catalog()
     if catalog.db is None:
-        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey")
+        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey "
+                                   "(or HOOKGATE_REDIS_SENTINELS and HOOKGATE_REDIS_SENTINEL_MASTER at its Sentinel)")
     return catalog
 
 

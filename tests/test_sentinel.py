@@ -268,6 +268,9 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()
 
         phases["delivered_after"] = time.monotonic() - began
+        exported = subprocess.run(hookgate("export"), env=env, capture_output=True, text=True, timeout=60)
+        assert exported.returncode == 0, exported.stderr  # the CLI finds the promoted primary too
+        assert [d["name"] for d in json.loads(exported.stdout)["destinations"]] == ["recv"]
         promoted = redis.Redis(port=cluster.replica_port, decode_responses=True)
         stored = {i for i in acknowledged if promoted.exists(f"hookgate:event:{i}")}
         if durability == "replicated":  # nothing that got a 202 is lost: stored on the new primary, delivered
