@@ -92,7 +92,7 @@ class Settings:
     redis_url: str | None = None
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str | None = None
-    redis_password: str | None = None
+    redis_password: str | None = dataclasses.field(default=None, repr=False)  # never in a traceback or log
     durability: str = "local"
     durability_timeout_s: float = 0.5
     data_dir: str = "./var"

@@ -337,6 +337,7 @@ def test_sentinel_settings_go_together_and_no_password_is_shown():
     settings = Settings.from_env({**sentinels, "HOOKGATE_REDIS_SENTINEL_MASTER": "hg",
                                   "HOOKGATE_REDIS_PASSWORD": "s3cret-pw"})
     assert settings.redis_sentinels == (("127.0.0.1", 26379), ("::1", 26380))
+    assert "s3cret-pw" not in repr(settings)
     assert describe(settings) == "primary 'hg' via Sentinel 127.0.0.1:26379,[::1]:26380"
     assert describe(Settings(redis_url="redis://:s3cret-pw@h:6379/0")) == "redis://:***@h:6379/0"
     assert describe(Settings(redis_url="redis://u:s3cret-pw@h:6379/0")) == "redis://u:***@h:6379/0"
