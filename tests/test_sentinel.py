@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 ADMIN = "sentinel-admin-token"
 MASTER = "hookgate-primary"
+PASSWORD = "store-password-7f3a9c"  # the primary's and the replica's (HOOKGATE_REDIS_PASSWORD); sentinels have none
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ class Cluster:
         config = directory / f"{name}.conf"
         config.write_text("\n".join([
             f"port {port}", "bind 127.0.0.1", f"dir {directory}", "daemonize no", 'save ""', "appendonly yes",
-            "appendfsync everysec", "protected-mode no", "logfile \"\"", "repl-diskless-sync-delay 0", *extra]) + "\n")
+            "appendfsync everysec", "protected-mode no", "logfile \"\"", "repl-diskless-sync-delay 0",
+            f"requirepass {PASSWORD}", f"masterauth {PASSWORD}", *extra]) + "\n")
         self.processes[name] = spawn([self.binaries["redis-server"], str(config)], dict(os.environ),
                                      directory / "log")
 
@@ -77,6 +79,7 @@ class Cluster:
         config.write_text("\n".join([
             f"port {port}", "bind 127.0.0.1", f"dir {directory}", "daemonize no", "protected-mode no",
             f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2",
+            f"sentinel auth-pass {MASTER} {PASSWORD}",
             f"sentinel down-after-milliseconds {MASTER} 1000",
             f"sentinel failover-timeout {MASTER} 3000",
             f"sentinel parallel-syncs {MASTER} 1"]) + "\n")
@@ -86,7 +89,7 @@ class Cluster:
     def start(self) -> Cluster:
         self._server("primary", self.primary_port)
         self._server("replica", self.replica_port, f"replicaof 127.0.0.1 {self.primary_port}")
-        replica = redis.Redis(port=self.replica_port, decode_responses=True)
+        replica = redis.Redis(port=self.replica_port, password=PASSWORD, decode_responses=True)
         assert wait_until(lambda: _quiet(lambda: replica.info("replication")["master_link_status"] == "up"),
                           timeout=20), (self.root / "replica" / "log").read_text()
         for n, port in enumerate(self.sentinel_ports):
@@ -106,7 +109,7 @@ class Cluster:
     @property
     def env(self) -> dict[str, str]:
         return {"HOOKGATE_REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
-                "HOOKGATE_REDIS_SENTINEL_MASTER": MASTER}
+                "HOOKGATE_REDIS_SENTINEL_MASTER": MASTER, "HOOKGATE_REDIS_PASSWORD": PASSWORD}
 
     def restart_primary(self) -> None:
         """The killed primary again, on its directory, config and port, as a replica of the promoted one
@@ -271,7 +274,9 @@ def test_sentinel_failover_during_ingest(tmp_path, redis_binaries, durability):
         exported = subprocess.run(hookgate("export"), env=env, capture_output=True, text=True, timeout=60)
         assert exported.returncode == 0, exported.stderr  # the CLI finds the promoted primary too
         assert [d["name"] for d in json.loads(exported.stdout)["destinations"]] == ["recv"]
-        promoted = redis.Redis(port=cluster.replica_port, decode_responses=True)
+        for log in ("web.log", "worker.log"):
+            assert PASSWORD not in (tmp_path / log).read_text()
+        promoted = redis.Redis(port=cluster.replica_port, password=PASSWORD, decode_responses=True)
         stored = {i for i in acknowledged if promoted.exists(f"hookgate:event:{i}")}
         if durability == "replicated":  # nothing that got a 202 is lost: stored on the new primary, delivered
             assert stored == acknowledged, sorted(acknowledged - stored)[:10]
