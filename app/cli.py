@@ -30,7 +30,7 @@ from .exchange import export_document, import_document
 from .plugins import PluginError, load
 from .presets import PresetCatalog, public_preset
 from .secrets import generate_key
-from .store import connect
+from .store import describe, open_store
 from .web import WebServer, gunicorn_options
 
 __all__ = ["main"]
@@ -64,6 +64,7 @@ def worker(burst: bool, name: str | None) -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime.Runtime(settings)
+    click.echo(f"hookgate worker: store {describe(settings)}", err=True)
     rt.load_plugins()  # a misspelt hook or a clashing preset stops the worker before it takes work
     runtime.install(rt)
     if burst:
@@ -154,8 +155,8 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     env = dict(os.environ, HOOKGATE_DATA_DIR=str(data))
 
     server = None
-    if settings.redis_url:
-        click.echo(f"store: {settings.redis_url}")
+    if settings.external_store:
+        click.echo(f"store: {describe(settings)}")
     else:
         server = EmbeddedServer(data)
         server.start(preexec_fn=_die_with_parent)
@@ -212,8 +213,8 @@ def _catalog() -> PresetCatalog:
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
     db = None
-    if settings.redis_url:
-        db = connect(settings.redis_url)
+    if settings.external_store:
+        db = open_store(settings)
     return PresetCatalog(db, plugins.presets)
 
 
@@ -250,7 +251,8 @@ def _store_catalog() -> PresetCatalog:
     """The preset catalog with the store behind it: export and import need HOOKGATE_REDIS_URL."""
     catalog = _catalog()
     if catalog.db is None:
-        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey")
+        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey "
+                                   "(or HOOKGATE_REDIS_SENTINELS and HOOKGATE_REDIS_SENTINEL_MASTER at its Sentinel)")
     return catalog
 
 

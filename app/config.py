@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from .tls import check_bundle
 
-__all__ = ["Settings", "parse_duration", "parse_networks"]
+__all__ = ["Settings", "parse_addresses", "parse_duration", "parse_networks"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -55,6 +55,30 @@ def parse_bool(value: str | bool) -> bool:
     raise ValueError(f"not a boolean: {value!r} (use true or false)")
 
 
+def parse_addresses(value: str | tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """``"10.0.0.1:26379, sentinel-2:26379"`` → ``(("10.0.0.1", 26379), ("sentinel-2", 26379))``."""
+    if isinstance(value, tuple):
+        return value
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        host, _, port = item.rpartition(":")
+        if not item:
+            continue
+        if not host or not port.isdigit():
+            raise ValueError(f"not host:port: {item!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
+
+
+DURABILITY = ("local", "replicated")
+
+
+def parse_durability(value: str) -> str:
+    if value.strip().lower() not in DURABILITY:
+        raise ValueError(f"not one of {', '.join(DURABILITY)}: {value!r}")
+    return value.strip().lower()
+
+
 def parse_networks(value: str | list[str] | tuple[Network, ...]) -> tuple[Network, ...]:
     """Comma-separated CIDRs (``"127.0.0.0/8, ::1/128"``) → networks."""
     if isinstance(value, tuple):
@@ -66,6 +90,11 @@ def parse_networks(value: str | list[str] | tuple[Network, ...]) -> tuple[Networ
 @dataclasses.dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_password: str | None = dataclasses.field(default=None, repr=False)  # never in a traceback or log
+    durability: str = "local"
+    durability_timeout_s: float = 0.5
     data_dir: str = "./var"
     admin_token: str | None = None
     secret_key: str | None = None
@@ -91,6 +120,11 @@ class Settings:
     # name of the field → (environment variable, parser)
     ENV: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
         "redis_url": ("HOOKGATE_REDIS_URL", str),
+        "redis_sentinels": ("HOOKGATE_REDIS_SENTINELS", parse_addresses),
+        "redis_sentinel_master": ("HOOKGATE_REDIS_SENTINEL_MASTER", str),
+        "redis_password": ("HOOKGATE_REDIS_PASSWORD", str),
+        "durability": ("HOOKGATE_DURABILITY", parse_durability),
+        "durability_timeout_s": ("HOOKGATE_DURABILITY_TIMEOUT", parse_duration),
         "data_dir": ("HOOKGATE_DATA_DIR", str),
         "admin_token": ("HOOKGATE_ADMIN_TOKEN", str),
         "secret_key": ("HOOKGATE_SECRET_KEY", str),
@@ -113,6 +147,18 @@ class Settings:
         "blocked_plugins": ("HOOKGATE_BLOCK_PLUGINS", parse_names),
         "ca_bundle": ("HOOKGATE_CA_BUNDLE", check_bundle),
     }
+
+    def __post_init__(self) -> None:
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError("HOOKGATE_REDIS_SENTINELS and HOOKGATE_REDIS_SENTINEL_MASTER go together: "
+                             "set both (the sentinels and the name of the primary they watch) or neither")
+        if self.redis_sentinels and self.redis_url:
+            raise ValueError("set HOOKGATE_REDIS_URL or HOOKGATE_REDIS_SENTINELS, not both")
+
+    @property
+    def external_store(self) -> bool:
+        """Whether a store is configured (a URL or Sentinel); else `hookgate up` embeds one."""
+        return bool(self.redis_url or self.redis_sentinels)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

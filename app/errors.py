@@ -13,7 +13,7 @@
      ├── ValidationError               422 validation_failed
      │    └── TemplateError            422 template_invalid
      ├── HeadersTooLarge               431 headers_too_large
-     ├── ServiceUnavailable            503 unavailable
+     ├── ServiceUnavailable            503 unavailable (not_replicated: no replica acknowledged in time)
      └── DeliveryError                 (never reaches HTTP: a delivery attempt that could not be made)
           └── BlockedDestination       (the address is not allowed: SSRF guard)
 

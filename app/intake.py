@@ -22,9 +22,10 @@ from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from .delivery.queue import wake
+from .errors import ServiceUnavailable
 from .filters import missing_required
 from .runtime import Runtime
-from .store import keys, new_id, now_ms
+from .store import NotReplicated, keys, new_id, now_ms, replicated_transaction
 
 __all__ = ["Intake", "IngestResult"]
 
@@ -59,11 +60,22 @@ def _repeated(index: int, original: str | None) -> dict[str, Any]:
     return {"index": index, "status": "conflict", "errors": {"id": ["An event with this id is being stored; retry."]}}
 
 
+def _not_replicated(exc: NotReplicated) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"the events were stored on the primary but no replica acknowledged them within {exc.timeout_ms} ms, so "
+        "they are not acknowledged; retry (give each event its id, so that a retry is not stored twice)",
+        {"replicas_required": exc.required, "replicas_acknowledged": exc.acknowledged,
+         "timeout_ms": exc.timeout_ms}, code="not_replicated")
+
+
 class Intake:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.db: redis.Redis = rt.db
         self.retention = int(rt.settings.event_retention_s)
+        # HOOKGATE_DURABILITY=replicated: an ingest request's transaction is followed by WAIT 1 <timeout>
+        self.replicas = 1 if rt.settings.durability == "replicated" else 0
+        self.timeout_ms = max(1, round(rt.settings.durability_timeout_s * 1000))
 
     def accept(self, source_id: str, events: list[tuple[int, dict[str, Any]]], *,
                from_request: bool = False) -> IngestResult:
@@ -85,6 +97,8 @@ class Intake:
         if fresh:
             try:
                 woken = self._store(source_id, fresh, from_request=from_request)
+            except NotReplicated as exc:  # stored on the primary (the ticker wakes them), not on a replica
+                raise _not_replicated(exc) from None
             except redis.RedisError:
                 if reserved:  # not stored: a retry must not meet this request's reservations (a 409)
                     self.db.delete(*reserved)
@@ -130,7 +144,8 @@ class Intake:
         created = now_ms()
         ttl = self.retention
         woken: dict[str, None] = {}
-        with self.db.pipeline(transaction=True) as pipe:
+        replicas = self.replicas if from_request else 0  # what is acknowledged to a sender waits for a replica
+        with replicated_transaction(self.db, replicas, self.timeout_ms) as pipe:
             for event in events:
                 event_id = event["id"]
                 if store_event:
@@ -145,7 +160,6 @@ class Intake:
                     pipe.expire(keys.event_deliveries(event_id), ttl)
             for did in woken:
                 pipe.zadd(keys.due, {did: created}, lt=True)
-            pipe.execute()
         return list(woken)
 
     @staticmethod

@@ -27,23 +27,22 @@ __all__ = ["Runtime", "current", "install"]
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
-        if not settings.redis_url:
+        if not settings.external_store:
             raise RuntimeError(
-                "HOOKGATE_REDIS_URL is not set: point it at Redis/Valkey, or run `hookgate up`, "
-                "which starts an embedded server"
+                "HOOKGATE_REDIS_URL is not set: point it at Redis/Valkey (or HOOKGATE_REDIS_SENTINELS and "
+                "HOOKGATE_REDIS_SENTINEL_MASTER at Sentinel), or run `hookgate up`, which starts an embedded server"
             )
         self.settings = settings
-        self.redis_url: str = settings.redis_url
         # what every outbound TLS connection of this process trusts (the OS store + HOOKGATE_CA_BUNDLE)
         install_trust(TrustStore(settings.ca_bundle))
 
     @cached_property
     def db(self) -> redis.Redis:
-        return store.connect(self.redis_url)
+        return store.open_store(self.settings)
 
     @cached_property
     def rq_connection(self) -> redis.Redis:
-        return store.connect_rq(self.redis_url)
+        return store.open_rq(self.settings)
 
     @cached_property
     def queue(self) -> Queue:

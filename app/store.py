@@ -10,10 +10,20 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.client import Pipeline
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-__all__ = ["bump_config", "connect", "connect_rq", "keys", "new_id", "now_ms"]
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["bump_config", "connect", "connect_rq", "describe", "keys", "new_id", "now_ms", "open_rq", "open_store",
+           "replicated_transaction"]
 
 PREFIX = "hookgate:"
 
@@ -31,6 +41,99 @@ def connect(url: str) -> redis.Redis:
 
 def connect_rq(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
+
+
+class _SentinelBlockingPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool (asks the sentinels where the primary is, drops connections to a demoted one)
+    with the blocking pool's waiting for a free connection, as ``connect`` has."""
+
+
+SENTINEL_TIMEOUT_S = 1.0  # a sentinel that does not answer within this is skipped for the next one
+
+
+def _sentinel(settings: Settings) -> Sentinel:
+    return Sentinel(list(settings.redis_sentinels), socket_connect_timeout=SENTINEL_TIMEOUT_S,
+                    sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S,
+                                     "socket_connect_timeout": SENTINEL_TIMEOUT_S})
+
+
+def open_store(settings: Settings) -> redis.Redis:
+    """hookgate's client for the configured store: ``HOOKGATE_REDIS_URL``, or the primary that
+    ``HOOKGATE_REDIS_SENTINELS`` name for ``HOOKGATE_REDIS_SENTINEL_MASTER``, followed across failovers."""
+    if not settings.redis_sentinels:
+        return connect(settings.redis_url or "")
+    return _sentinel(settings).master_for(
+        settings.redis_sentinel_master, connection_pool_class=_SentinelBlockingPool, decode_responses=True,
+        health_check_interval=30, max_connections=MAX_CONNECTIONS, timeout=30, password=settings.redis_password)
+
+
+def open_rq(settings: Settings) -> redis.Redis:
+    """RQ's bytes client for the same store."""
+    if not settings.redis_sentinels:
+        return connect_rq(settings.redis_url or "")
+    return _sentinel(settings).master_for(settings.redis_sentinel_master, health_check_interval=30,
+                                          password=settings.redis_password)
+
+
+def describe(settings: Settings) -> str:
+    """Where the store is, for a person to read: never a password."""
+    if settings.redis_sentinels:
+        sentinels = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                             for host, port in settings.redis_sentinels)
+        return f"primary {settings.redis_sentinel_master!r} via Sentinel {sentinels}"
+    parts = urlsplit(settings.redis_url or "")
+    if parts.password is None:
+        return settings.redis_url or ""
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}"))
+
+
+class NotReplicated(redis.RedisError):
+    """A write the primary has, that no replica acknowledged in time (``WAIT``)."""
+
+    def __init__(self, acknowledged: int, required: int, timeout_ms: int):
+        super().__init__(f"{acknowledged} of {required} replica(s) acknowledged the write within {timeout_ms} ms")
+        self.acknowledged, self.required, self.timeout_ms = acknowledged, required, timeout_ms
+
+
+class _Lent:
+    """A pool of one borrowed connection, for a pipeline that must not give it back: ``WAIT`` counts
+    the writes of the connection it is sent on, so it must follow the transaction on the same one."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    def get_connection(self, *args, **kwargs):
+        return self.connection
+
+    def release(self, connection) -> None:
+        pass
+
+
+@contextmanager
+def replicated_transaction(db: redis.Redis, replicas: int, timeout_ms: int) -> Iterator[Pipeline]:
+    """A transaction (``MULTI``/``EXEC``) executed on leaving the block, then ``WAIT replicas
+    timeout_ms`` on its connection; ``NotReplicated`` when fewer replicas acknowledged it in time
+    (the primary has the write all the same). ``replicas=0``: just the transaction."""
+    if replicas == 0:
+        with db.pipeline(transaction=True) as pipe:
+            yield pipe
+            pipe.execute()
+        return
+    connection = db.connection_pool.get_connection()
+    try:
+        with Pipeline(_Lent(connection), db.response_callbacks, True, None) as pipe:  # type: ignore[arg-type]
+            yield pipe
+            pipe.execute()
+        connection.send_command("WAIT", replicas, timeout_ms)
+        acknowledged = int(connection.read_response())
+    except BaseException:
+        connection.disconnect()  # an unread reply must not reach the next user of the connection
+        raise
+    finally:
+        db.connection_pool.release(connection)
+    if acknowledged < replicas:
+        raise NotReplicated(acknowledged, replicas, timeout_ms)
 
 
 def now_ms() -> int:
