@@ -1,9 +1,26 @@
-"""The embedded store keeps what it accepted across a restart (append-only file)."""
+"""The embedded store keeps what it accepted across a restart (append-only file); ``hookgate up``
+restarts it when it dies, and stops with the store's own reason when it cannot start."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
 from hookgate.embedded import EmbeddedServer
 from hookgate.store import connect
+
+from .processes import alive, free_port, hookgate, spawn, stop_group, wait_until
+from .receiver import Receiver, Reply
+from .test_e2e import base_env, create_flow
 
 
 def test_data_survives_a_restart_of_the_embedded_server(tmp_path):
@@ -26,3 +43,143 @@ def test_data_survives_a_restart_of_the_embedded_server(tmp_path):
         assert db.config_get("appendonly")["appendonly"] == "yes"
     finally:
         again.stop()
+
+
+def children(pid: int) -> dict[int, bytes]:
+    """The live direct children of ``pid`` and their command lines (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+    return found
+
+
+def child_named(pid: int, word: bytes) -> int | None:
+    return next((child for child, command in children(pid).items() if word in command), None)
+
+
+class Ingest(threading.Thread):
+    """Posts batches of events until stopped; keeps the ids of those answered 202, counts the 503s."""
+
+    def __init__(self, url: str, key: str, batch: int = 10, pause: float = 0.02):
+        super().__init__(daemon=True)
+        self.url, self.key, self.batch, self.pause = url, key, batch, pause
+        self.acknowledged: list[str] = []
+        self.unavailable = 0
+        self.other: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            body = [{"name": "order", "data": {"n": n + i}} for i in range(self.batch)]
+            n += self.batch
+            try:
+                response = requests.post(self.url, json=body, headers={"X-Hookgate-Key": self.key}, timeout=10)
+            except requests.RequestException as exc:
+                self.other.append(repr(exc))
+                continue
+            if response.status_code == 202:
+                self.acknowledged += response.json()["ids"]
+            elif response.status_code == 503 and response.headers["Content-Type"].startswith("application/json"):
+                self.unavailable += 1
+            else:
+                self.other.append(f"{response.status_code} {response.text[:200]}")
+            self.halt.wait(self.pause)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+@pytest.mark.e2e
+def test_up_restarts_its_embedded_valkey_after_a_sigkill_and_delivers_everything_acknowledged(tmp_path):
+    """SIGKILL the embedded Valkey while a worker is draining: ``up`` says it restarts it (on the same
+    port and data), /healthz answers 200 again, the web process is the same one, and every event
+    acknowledged before the kill (ingest paused 2 s before it: more than appendfsync everysec's second)
+    and after it is delivered."""
+    receiver = Receiver(lambda request: Reply(delay=0.05)).start()
+    port = free_port()
+    log = tmp_path / "up.log"
+    up = spawn(hookgate("up", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--web-workers", "1"),
+               base_env(HOOKGATE_TICK="0.2s"), log)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: "admin token:" in log.read_text(), timeout=90), log.read_text()
+        token = log.read_text().split("admin token:")[1].split()[0]
+        source_id, key = create_flow(api, token, receiver.url, max_in_flight=4)
+        before = Ingest(f"{api}/v1/sources/{source_id}/events", key)
+        before.start()
+        assert wait_until(lambda: len(before.acknowledged) >= 400, timeout=60)
+        before.stop()
+        time.sleep(2.0)  # appendfsync everysec: what was acknowledged is on disk after a second
+        valkey, web = child_named(up.pid, b"valkey-server"), child_named(up.pid, b"web")
+        assert valkey and web, children(up.pid)
+        assert len(receiver.requests) < len(before.acknowledged)  # the worker is still draining: busy
+        os.kill(valkey, signal.SIGKILL)
+        killed = time.time()
+        during = Ingest(f"{api}/v1/sources/{source_id}/events", key)
+        during.start()
+        assert wait_until(lambda: "restart" in log.read_text().split("admin token:")[1], timeout=30), log.read_text()
+        assert wait_until(lambda: requests.get(f"{api}/healthz", timeout=2).status_code == 200, timeout=30)
+        back = time.time()
+        restarted = child_named(up.pid, b"valkey-server")
+        assert restarted and restarted != valkey
+        assert wait_until(lambda: len(during.acknowledged) >= 100, timeout=30), during.other
+        during.stop()
+        acknowledged = set(before.acknowledged) | set(during.acknowledged)
+        assert wait_until(lambda: {json.loads(r.body)["id"] for r in receiver.requests} >= acknowledged,
+                          timeout=120), log.read_text()
+        assert up.poll() is None, log.read_text()
+        assert child_named(up.pid, b"web") == web  # the API rode the outage out
+        assert child_named(up.pid, b"worker")
+        said = log.read_text().split("admin token:")[1]
+        store_port = next(line.split()[1] for line in (tmp_path / "data/valkey/valkey.conf").read_text().splitlines()
+                          if line.startswith("port "))
+        assert f"the embedded Valkey (pid {valkey}) was killed by SIGKILL; restarting it on 127.0.0.1:{store_port}" \
+            in said, said
+        assert "keeps exiting" not in said, said
+
+        delivered = [json.loads(r.body)["id"] for r in receiver.requests]
+        after = sorted(r.at for r in receiver.requests if r.at >= back)
+        print(f"\nembedded Valkey SIGKILL: acknowledged {len(acknowledged)} ({len(before.acknowledged)} before, "
+              f"{len(during.acknowledged)} after; {during.unavailable} batches answered 503), delivered "
+              f"{len(set(delivered) & acknowledged)}, duplicates {len(delivered) - len(set(delivered))}, "
+              f"store back {back - killed:.2f} s after the kill, first delivery {after[0] - back:.2f} s after that")
+        print(said)
+    finally:
+        stop_group(up)
+        receiver.stop()
+
+
+def _taken_port(tmp_path: Path) -> tuple[list[str], str, socket.socket | None]:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return ["--store-port", str(holder.getsockname()[1])], "Address already in use", holder
+
+
+def _aof_dir_is_a_file(tmp_path: Path) -> tuple[list[str], str, socket.socket | None]:
+    (tmp_path / "data" / "valkey").mkdir(parents=True)
+    (tmp_path / "data" / "valkey" / "appendonlydir").write_text("not a directory")
+    return [], "append-only dir appendonlydir: Not a directory", None
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("breakage", [_taken_port, _aof_dir_is_a_file], ids=["port-taken", "aof-dir-is-a-file"])
+def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_start(tmp_path, breakage):
+    options, reason, holder = breakage(tmp_path)
+    try:
+        done = subprocess.run(hookgate("up", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                                       *options), env=base_env(), capture_output=True, text=True, timeout=90)
+    finally:
+        if holder is not None:
+            holder.close()
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert "the embedded Valkey" in said and reason in said, said
+    assert "Traceback" not in said, said
