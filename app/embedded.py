@@ -163,9 +163,13 @@ class EmbeddedServer:
                     status = exit_status(self.process.returncode)
                     raise EmbeddedStoreError(f"{STORE_NAME} could not start on {self.host}:{self.port}: it {status}: "
                                              f"{_why(log, offset) or 'it logged nothing'} (its log: {log})")
-                with contextlib.suppress(redis.RedisError):  # refused, or replaying the append-only file
+                try:
                     if client.ping():
                         return
+                except redis.BusyLoadingError:  # replaying the append-only file: alive, give it the time
+                    deadline = time.monotonic() + timeout
+                except redis.RedisError:
+                    pass  # not listening yet
                 time.sleep(0.05)
         finally:
             client.close()
