@@ -69,7 +69,7 @@ def _why(log: Path, offset: int) -> str:
         return ""
     parsed = [(m["level"] if (m := _LOG_PREFIX.match(line)) else "", _LOG_PREFIX.sub("", line).strip())
               for line in lines if line.strip()]
-    warnings = [text for level, text in parsed if level == "#"]
+    warnings = [text for level, text in parsed if level == "#" and "overcommit" not in text]  # not a reason
     return "; ".join(warnings[-3:] or [text for _, text in parsed[-3:]])
 
 

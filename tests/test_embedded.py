@@ -185,3 +185,38 @@ def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_start(
     assert done.returncode != 0, said
     assert "the embedded Valkey" in said and reason in said, said
     assert "Traceback" not in said, said
+
+
+@pytest.mark.e2e
+def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_restart(tmp_path):
+    """The store dies and its port is taken before ``up`` restarts it (``up`` held with SIGSTOP meanwhile,
+    so the order is certain): ``up`` stops everything and exits non-zero, naming the store and the reason."""
+    port = free_port()
+    log = tmp_path / "up.log"
+    up = spawn(hookgate("up", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--web-workers", "1"),
+               base_env(), log)
+    holder = socket.socket()
+    try:
+        assert wait_until(lambda: "admin token:" in log.read_text(), timeout=90), log.read_text()
+        started = set(children(up.pid))
+        valkey = child_named(up.pid, b"valkey-server")
+        assert valkey, children(up.pid)
+        conf = (tmp_path / "data/valkey/valkey.conf").read_text().splitlines()
+        store_port = int(next(line.split()[1] for line in conf if line.startswith("port ")))
+        up.send_signal(signal.SIGSTOP)
+        os.kill(valkey, signal.SIGKILL)
+        assert wait_until(lambda: not alive(valkey), timeout=10)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its connections linger in TIME_WAIT
+        holder.bind(("127.0.0.1", store_port))
+        holder.listen()
+        up.send_signal(signal.SIGCONT)
+        assert up.wait(60) != 0, log.read_text()
+        said = log.read_text().split("admin token:")[1]
+        assert f"the embedded Valkey (pid {valkey}) was killed by SIGKILL; restarting it" in said, said
+        assert f"the embedded Valkey could not start on 127.0.0.1:{store_port}" in said, said
+        assert "Address already in use" in said and "Traceback" not in said, said
+        assert wait_until(lambda: not any(alive(pid) for pid in started), timeout=20)  # it stopped the rest
+    finally:
+        holder.close()
+        up.send_signal(signal.SIGCONT)
+        stop_group(up, signal.SIGKILL)
