@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from itertools import pairwise
@@ -220,3 +221,54 @@ def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_restar
         holder.close()
         up.send_signal(signal.SIGCONT)
         stop_group(up, signal.SIGKILL)
+
+
+LOSES_ITS_STORE = """
+import sys, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+db = redis.Redis.from_url(sys.argv[1], retry=Retry(NoBackoff(), 0))
+db.ping()
+while True:
+    try:
+        db.blpop(["never"], 1)
+    except (redis.ConnectionError, redis.TimeoutError):
+        sys.exit(3)
+"""
+
+
+def test_exits_caused_by_the_store_do_not_count_towards_keeps_exiting(tmp_path, capsys):
+    """A child that exits whenever the store goes away (as a worker may): five store kills in a minute
+    make it exit five times, and an exit of its own after that is restarted, not the sixth strike."""
+    from hookgate import cli
+
+    server = EmbeddedServer(tmp_path)
+    cli._start_store(server)
+    supervisor = cli._Supervisor({"child": [sys.executable, "-c", LOSES_ITS_STORE, server.url]}, dict(os.environ),
+                                 server)
+    def checked(predicate) -> bool:
+        supervisor.check()
+        return predicate()
+
+    probe = connect(server.url)  # redis-py reconnects it after each restart
+    try:
+        supervisor.start("child")
+        for _ in range(5):
+            child, valkey = supervisor.children["child"], server.process
+            assert wait_until(lambda: any(c["cmd"] == "blpop" for c in probe.client_list()),
+                              timeout=20)  # the child is connected, waiting in BLPOP
+            os.kill(valkey.pid, signal.SIGKILL)
+            assert wait_until(lambda c=child: checked(lambda: c.poll() is not None  # noqa: B023
+                                                      and supervisor.children["child"] is not c), timeout=20)
+        time.sleep(cli.STORE_GRACE_S + 0.5)
+        supervisor.check()
+        last = supervisor.children["child"]
+        os.kill(last.pid, signal.SIGKILL)  # its own exit, long after the store's return
+        assert wait_until(lambda: checked(lambda: supervisor.children["child"] is not last), timeout=10)
+    finally:
+        probe.close()
+        supervisor.stop()
+        server.stop()
+    said = capsys.readouterr().err
+    assert said.count("the embedded Valkey (pid") == 5 and said.count("while the embedded Valkey was away") == 5, said
+    assert "child was killed by SIGKILL; restarting it" in said, said
