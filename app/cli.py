@@ -148,8 +148,8 @@ class _Supervisor:
         self.store_outage_until = float("inf")
         _start_store(store)
         self.store_outage_until = time.monotonic() + STORE_GRACE_S
-        click.echo(f"hookgate: {STORE_NAME} is back (pid {store.process.pid}, "
-                   f"{time.monotonic() - began:.1f} s to replay its append-only file)", err=True)
+        click.echo(f"hookgate: {STORE_NAME} is back (pid {store.process.pid}, answering "
+                   f"{time.monotonic() - began:.1f} s after its restart, its append-only file replayed)", err=True)
 
     def stop(self, timeout: float = 15.0) -> None:
         for child in self.children.values():
