@@ -12,8 +12,10 @@ import secrets
 import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-__all__ = ["bump_config", "connect", "connect_rq", "keys", "new_id", "now_ms"]
+__all__ = ["bump_config", "connect", "connect_probe", "connect_rq", "keys", "new_id", "now_ms"]
 
 PREFIX = "hookgate:"
 
@@ -31,6 +33,12 @@ def connect(url: str) -> redis.Redis:
 
 def connect_rq(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def connect_probe(url: str) -> redis.Redis:
+    """A client that asks once and says at once whether the store answers (no retries of its own:
+    the caller chooses when to ask again)."""
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1, socket_timeout=2)
 
 
 def now_ms() -> int:
