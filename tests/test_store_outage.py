@@ -72,7 +72,7 @@ class Ingest(threading.Thread):
 
     def run(self) -> None:
         n = 0
-        while not self.stopped.wait(0.02):
+        while not self.stopped.wait(0.05):
             batch = [{"name": "e", "data": {"n": n + i}} for i in range(10)]
             n += len(batch)
             try:
@@ -122,10 +122,9 @@ def test_a_worker_rides_out_a_store_killed_mid_drain_and_delivers_everything_ack
 
         after = sorted(r.at for r in receiver.requests[killed:] if r.at >= answering)
         assert after and after[0] - answering <= RESUME_WITHIN_S, (after[:1], answering, log.read_text())
-        # an event acknowledged after the store came back is delivered within the bound too
-        arrived = {json.loads(r.body)["id"]: r.at for r in receiver.requests}
-        first_new = min((at, event_id) for at, event_id in ingest.acknowledged if at >= answering)
-        assert arrived[first_new[1]] - answering <= RESUME_WITHIN_S + 1.0, log.read_text()
+        # and once going again, deliveries do not stop until everything is delivered
+        gaps = [later - earlier for earlier, later in zip(after, after[1:])]
+        assert max(gaps, default=0.0) <= RESUME_WITHIN_S, (max(gaps), log.read_text())
 
         output = log.read_text()
         assert output.count(OUTAGE_LOGGED) == 1, output  # once per outage, not once per retry
