@@ -114,6 +114,7 @@ def measure(args: argparse.Namespace, workdir: pathlib.Path) -> None:
         time.sleep(2)  # what is still on its way
         receiver.settle()
         arrivals = [(seq, sent[seq] + latency) for seq, latency in receiver.take()]
+        print(f"events posted:                   {len(sent)} in {args.seconds:.0f} s")
         report(args, acknowledged, refused, arrivals, receiver.snapshot()[REQUESTS], answering, processes)
     finally:
         processes.stop()
@@ -127,8 +128,8 @@ def report(args: argparse.Namespace, acknowledged: set[int], refused: list[int],
     seen = {seq for seq, _ in arrivals}
     delivered = len(acknowledged & seen)
     alive = sum(process.poll() is None for name, process in processes.children if name.startswith("worker"))
-    print(f"fsync {args.fsync}; {args.seconds:.0f} s of ingest at {args.rate * 10:.0f} events/s; store down "
-          f"{args.down:.0f} s from {args.kill_at:.0f} s")
+    print(f"fsync {args.fsync}; {args.seconds:.0f} s of ingest at up to {args.rate * 10:.0f} events/s (one "
+          f"client, a request at a time); store down {args.down:.0f} s from {args.kill_at:.0f} s")
     print(f"refused during the outage:       {len(refused)} requests ({sorted(set(refused))})")
     print(f"events acknowledged (202):       {len(acknowledged)}")
     print(f"events delivered (of those):     {delivered}   lost: {len(acknowledged - seen)}")

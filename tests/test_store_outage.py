@@ -123,7 +123,7 @@ def test_a_worker_rides_out_a_store_killed_mid_drain_and_delivers_everything_ack
         after = sorted(r.at for r in receiver.requests[killed:] if r.at >= answering)
         assert after and after[0] - answering <= RESUME_WITHIN_S, (after[:1], answering, log.read_text())
         # and once going again, deliveries do not stop until everything is delivered
-        gaps = [later - earlier for earlier, later in zip(after, after[1:])]
+        gaps = [later - earlier for earlier, later in zip(after, after[1:], strict=False)]
         assert max(gaps, default=0.0) <= RESUME_WITHIN_S, (max(gaps), log.read_text())
 
         output = log.read_text()

@@ -10,6 +10,18 @@ clearing the flag. A destination whose circuit breaker is open is *held* (``hold
 ``paused`` and expires when the cool-down ends, so meanwhile nobody enqueues a job for it (ingest and
 the ticker find the flag set), and the due set has it at that time, so the ticker wakes it then.
 
+How long a flag lives, so that none outlives its owner's death by more than the lease: while its job
+waits in the queue, the job's timeout (it may wait behind many others; the queue, which survives any
+worker, owns it then); from the moment an engine takes the destination (``own``), one lease, which
+the engine's watcher extends every second while it drains the destination (``keep``) and each chunk
+taken extends too. A worker killed (or cut off from the store long enough) stops extending it, and
+the flag lapses within the lease; ingest or the ticker then wakes the destination again. A lane that
+rode out a store outage takes its flag again if it lapsed meanwhile (``reclaim_flag``). A store
+restarted on the same data keeps each flag with its expiry: a live owner keeps extending it, a dead
+one's lapses. (Before, the flag was extended to the lease with every chunk and nothing else: a drain
+cut short by a store restart left a flag that blocked the destination for up to a lease, 53 s
+measured, after the store came back.)
+
 A lease belongs to the job that took it: ``hookgate:lease_holders`` maps each lease to its job's
 token, and renewing, releasing and recording check it. A job whose lease lapsed (a receiver slower
 than the lease) cannot renew, release or record a delivery another job has taken since.
