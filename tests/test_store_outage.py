@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -172,3 +173,33 @@ def test_a_worker_killed_leaves_no_process_behind(tmp_path):
         stop_group(worker, signal.SIGKILL)
         receiver.stop()
         store.stop()
+
+
+SPAWNER = """
+import sys, threading, time
+from hookgate.lifetime import spawn
+started = []
+thread = threading.Thread(target=lambda: started.append(spawn(["sleep", "120"])))
+thread.start()
+thread.join()  # the thread that asked for the child is gone; the child must not go with it
+print(started[0].pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_child_started_from_a_passing_thread_lives_with_its_process_and_dies_with_it(tmp_path):
+    """``lifetime.spawn``: the kernel's parent-death signal follows the forking thread, so children are
+    forked by one long-lived thread: one asked for by a thread that ended lives on, and a SIGKILL of
+    the process ends it, though it reads no pipe that could tell it."""
+    log = tmp_path / "spawner.log"
+    parent = spawn([sys.executable, "-c", SPAWNER], dict(os.environ), log)
+    try:
+        assert wait_until(lambda: log.read_text().strip().isdigit(), timeout=30), log.read_text()
+        child = int(log.read_text().strip())
+        time.sleep(0.5)
+        assert alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_until(lambda: not alive(child), timeout=5)
+    finally:
+        stop_group(parent, signal.SIGKILL)
