@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from .delivery.worker import run_burst, run_worker
 from .embedded import STORE_NAME, EmbeddedServer, EmbeddedStoreError, exit_status
 from .errors import HookgateError
 from .exchange import export_document, import_document
+from .lifetime import own_session_dying_with_parent
 from .plugins import PluginError, load
 from .presets import PresetCatalog, public_preset
 from .secrets import generate_key
@@ -60,7 +60,7 @@ def web(bind: str | None, workers: int | None) -> None:
 @click.option("--burst", is_flag=True, help="deliver what is due, then exit")
 @click.option("--name", default=None, help="worker name shown by `rq info`")
 def worker(burst: bool, name: str | None) -> None:
-    """Deliver: an RQ worker with the scheduler, plus hookgate's ticker (retries, expired leases)."""
+    """Deliver: an RQ worker, hookgate's ticker (retries, expired leases) and the delivery engine."""
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime.Runtime(settings)
@@ -81,19 +81,12 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
-def _die_with_parent() -> None:
-    """In a child: get SIGTERM if `hookgate up` itself dies (Linux), so no child outlives it."""
-    os.setsid()
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 STORE_GRACE_S = 10.0  # a child that exits this soon after the store came back exited because it was gone
 
 
 def _start_store(server: EmbeddedServer) -> None:
     try:
-        server.start(preexec_fn=_die_with_parent)
+        server.start(preexec_fn=own_session_dying_with_parent)
     except EmbeddedStoreError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -115,7 +108,8 @@ class _Supervisor:
         self.store_outage_until = 0.0
 
     def start(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(self.commands[name], env=self.env, preexec_fn=_die_with_parent)
+        self.children[name] = subprocess.Popen(self.commands[name], env=self.env,
+                                               preexec_fn=own_session_dying_with_parent)
 
     def check(self) -> None:
         self._check_store()

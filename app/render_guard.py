@@ -27,7 +27,8 @@ RLIMIT_CPU to its CPU time so far plus the timeout, rounded up, plus a second: i
 or stuck, the kernel still stops it. The parent waits ``timeout + GRACE_S`` for each answer (the
 handler's own deadline comes first) and then kills the child; a killed child is replaced at once,
 so the next request finds one starting or ready. A child whose parent exits reads end-of-file and
-exits.
+exits; one whose parent is killed gets SIGTERM from the kernel (``lifetime.spawn``), even in the
+middle of a render.
 
 Fork safety: a pool in a forked child (gunicorn forks workers, RQ's forking worker forks a horse)
 forgets the children it inherited: it closes its copies of their pipes (so they still see
@@ -51,6 +52,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+
+from .lifetime import spawn
 
 __all__ = ["GuardError", "Overrun", "Pool", "serve"]
 
@@ -114,8 +117,9 @@ class _Child:
     def __init__(self, command: list[str], setup: bytes, generation: int):
         self.generation = generation
         self.ready = False
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                     close_fds=True, start_new_session=True)  # Ctrl-C is the parent's to handle
+        # In a session of its own (Ctrl-C is the parent's to handle), and it dies with the parent.
+        self.proc = spawn(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True,
+                          start_new_session=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.to_child, self.from_child = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         with contextlib.suppress(BrokenPipeError):  # it died at once: its first exchange says how

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["bump_config", "connect", "connect_rq", "describe", "keys", "new_id", "now_ms", "open_rq", "open_store",
-           "replicated_transaction"]
+__all__ = ["bump_config", "connect", "connect_probe", "connect_rq", "describe", "keys", "new_id", "now_ms",
+           "open_probe", "open_rq", "open_store", "replicated_transaction"]
 
 PREFIX = "hookgate:"
 
@@ -134,6 +136,21 @@ def replicated_transaction(db: redis.Redis, replicas: int, timeout_ms: int) -> I
         db.connection_pool.release(connection)
     if acknowledged < replicas:
         raise NotReplicated(acknowledged, replicas, timeout_ms)
+
+
+def connect_probe(url: str) -> redis.Redis:
+    """A client that asks once and says at once whether the store answers (no retries of its own:
+    the caller chooses when to ask again)."""
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1, socket_timeout=2)
+
+
+def open_probe(settings: Settings) -> redis.Redis:
+    """``connect_probe`` for the configured store: through the sentinels, the current primary."""
+    if not settings.redis_sentinels:
+        return connect_probe(settings.redis_url or "")
+    return _sentinel(settings).master_for(settings.redis_sentinel_master, retry=Retry(NoBackoff(), 0),
+                                          socket_connect_timeout=1, socket_timeout=2,
+                                          password=settings.redis_password)
 
 
 def now_ms() -> int:

@@ -128,7 +128,7 @@ def test_a_worker_killed_with_hundreds_of_requests_in_flight_loses_nothing(tmp_p
     try:
         assert wait_until(lambda: receiver.in_flight >= 128, timeout=60), (tmp_path / "doomed.log").read_text()
         in_flight = receiver.in_flight
-        os.killpg(first.pid, signal.SIGKILL)  # the worker and RQ's scheduler, hundreds of requests in flight
+        os.killpg(first.pid, signal.SIGKILL)  # the worker, hundreds of requests in flight
         first.wait()
         arrived = receiver.arrived
         recorded = store.zcard("hookgate:deliveries:status:delivered")

@@ -15,6 +15,7 @@ authenticate and send (``dispatch.py``) → classify (``classify.classify_attemp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from .dispatch import Dispatcher
 from .engine import Engine, Lanes, current_engine
 from .followups import FAILURES, FollowUps
 from .http import Response
+from .outage import STORE_ERRORS
 from .recorder import Recorder, outcome_writes
 from .request import Outgoing, PresetRequest, Presets, outgoing, request_headers
 
@@ -70,8 +72,21 @@ def drain_destination(*destination_ids: str) -> dict[str, int]:
 
 
 def run_lane(engine: Engine, lanes: Lanes, lane: int) -> None:
-    """One of a destination's lanes in the engine (engine.py): rounds until it leaves or the run ends."""
-    Drainer(engine.rt, lanes=lanes, lane=lane, recorder=engine.recorder).drain(lanes.destination_id)
+    """One of a destination's lanes in the engine (engine.py): rounds until it leaves or the run ends.
+    A store outage does not end it: it waits for the store (outage.py), gives back what it had taken
+    and not sent, takes the wake flag again if it lapsed meanwhile, and goes on."""
+    did = lanes.destination_id
+    while True:
+        drainer = Drainer(engine.rt, lanes=lanes, lane=lane, recorder=engine.recorder)
+        try:
+            drainer.drain(did)
+            return
+        except STORE_ERRORS as exc:
+            if not engine.outage.wait(exc):
+                return
+        with contextlib.suppress(*STORE_ERRORS):  # gone again: the next round waits once more
+            drainer.give_back(did)
+            pending.reclaim_flag(engine.rt.db, did, engine.flag_ttl_ms)
 
 
 def _unsent(error: str) -> Response:
@@ -116,6 +131,7 @@ class Drainer:
         self.settled: list[str] = []  # outcomes of this chunk, for statistics and the breaker
         self.hold_until: int | None = None  # ordered: a retry holds the line behind it until then (ms)
         self.chunk: dict[str, dict[str, str]] = {}  # the records of the chunk being sent, by id
+        self.taken: list[str] = []  # the ids of the last chunk or batch leased
         self.ordered = False
         self._deadline = float("inf")
 
@@ -179,7 +195,7 @@ class Drainer:
         """Take a chunk of due deliveries (one: a probe) and send them one by one. False: the job ends."""
         lease_ms = int(lease_s * 1000)
         count = 1 if self.probing else self._chunk_size()
-        ids = pending.take(self.db, destination_id, count, lease_ms, lease_ms, self.holder)
+        ids = self.taken = pending.take(self.db, destination_id, count, lease_ms, lease_ms, self.holder)
         if not ids:
             return self._more_came(destination_id)
         if self.lanes is not None and not self.probing:
@@ -338,6 +354,11 @@ class Drainer:
         scores = {i: _place(self.chunk[i], self.ordered) for i in remaining if self.chunk.get(i)}
         pending.release(self.db, destination_id, remaining, self.holder, scores=scores)
 
+    def give_back(self, destination_id: str) -> None:
+        """After a store outage cut the job short: what it leased and did not record goes back to
+        pending, each in its place (what it recorded is no longer its lease, and stays as recorded)."""
+        self._release(destination_id, self.taken)
+
     def _enqueue_successor(self, destination_id: str) -> None:
         self.rt.queue.enqueue_call(
             drain_destination, args=(destination_id,), timeout=pending.drain_job_timeout(self.settings),
@@ -434,7 +455,8 @@ class Drainer:
             return [] if state == "again" else None
         did = destination["id"]
         lease_ms = int(lease_s * 1000)
-        ids = pending.take(self.db, did, int(destination["batch"]["size"]), lease_ms, lease_ms, self.holder)
+        ids = self.taken = pending.take(self.db, did, int(destination["batch"]["size"]), lease_ms, lease_ms,
+                                        self.holder)
         outcomes: list[str] = []
         members = self._batch_members(did, ids, outcomes)
         try:

@@ -18,9 +18,13 @@ flight are published per worker for ``GET /v1/destinations/<id>/stats``.
 
 Who owns what: the destination's wake flag (queue.py) belongs to its lanes while any runs; only the
 last lane to find nothing due clears it (``queue.finish``), so ingest enqueues a new job only once the
-engine is done, and a job that arrives meanwhile (``adopt``) makes the lanes look again. Each lane's
+engine is done, and a job that arrives meanwhile (``adopt``) makes the lanes look again. The flag
+lives a lease from when the engine took it (``queue.own``), and the engine's watcher extends the
+flags of every destination in flight here each ``KEEP_EVERY_S`` (``queue.keep``): a flag outlives
+the worker that held it by at most the lease, whether it was killed, lost its store, or both. Each lane's
 leases are its own (its ``Drainer.holder``). A worker killed with hundreds of requests in flight loses
 nothing: their leases expire and the ticker gives them back (at-least-once, same ``webhook-id``).
+A store outage stops no thread here: each waits for the store (outage.py) and goes on.
 
 Stopping: a 410, a disable, a DELETE or a breaker trip stops every lane of the destination before its
 next request (``Lanes.stopped``, checked before each send); changes made through the API are seen by
@@ -42,6 +46,8 @@ from typing import Any
 from ..destinations import DestinationStore
 from ..runtime import Runtime
 from ..store import keys
+from . import queue as pending
+from .outage import STORE_ERRORS, Outage
 from .recorder import Recorder
 
 __all__ = ["Engine", "Lanes", "concurrency", "current_engine", "install_engine", "START_LIMIT"]
@@ -54,6 +60,7 @@ LaneRunner = Callable[["Engine", "Lanes", int], None]
 START_LIMIT = 4
 GROW_AT_ONCE = 8
 WATCH_EVERY_S = 0.1
+KEEP_EVERY_S = 1.0  # how often a live engine extends the wake flags of the destinations it drains
 PUBLISH_EVERY_S = 0.5
 STATE_TTL_S = 30
 
@@ -212,12 +219,15 @@ class Engine:
     """A worker process's destinations in flight. ``adopt`` takes one from a drain job; ``close``
     waits for every lane to end (each ends its round, so nothing leased is left behind)."""
 
-    def __init__(self, rt: Runtime, run_lane: LaneRunner, name: str | None = None):
+    def __init__(self, rt: Runtime, run_lane: LaneRunner, name: str | None = None, outage: Outage | None = None):
         self.rt = rt
         self.run_lane = run_lane
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = rt.settings.worker_concurrency
-        self.recorder = Recorder(rt.db)  # one writer for every lane: outcomes are written in batches
+        self.outage = outage or Outage(rt.settings)  # every thread here waits out a store outage in it
+        self.flag_ttl_ms = int(rt.settings.lease_s * 1000)
+        # one writer for every lane: outcomes are written in batches
+        self.recorder = Recorder(rt.db, self.outage)
         self._pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="hookgate-lane")
         self._lock = threading.Lock()
         self._runs: dict[str, Lanes] = {}
@@ -228,13 +238,22 @@ class Engine:
         self._watcher.start()
 
     def adopt(self, destination_id: str) -> None:
-        """Send what is due for the destination, alongside every other destination in flight here."""
+        """Send what is due for the destination, alongside every other destination in flight here
+        (the drain job's wake flag is the engine's now: ``queue.own``). Through a store outage it
+        waits for the store."""
+        while True:
+            try:
+                pending.own(self.rt.db, destination_id, self.flag_ttl_ms)
+                destination = DestinationStore(self.rt.db).find(destination_id)
+                break
+            except STORE_ERRORS as exc:
+                if not self.outage.wait(exc):
+                    raise
         with self._lock:
             run = self._runs.get(destination_id)
             if run is not None and run.adopt():
                 return
-            run = Lanes(self, destination_id, ceiling_of(DestinationStore(self.rt.db).find(destination_id)),
-                        self._learnt.get(destination_id))
+            run = Lanes(self, destination_id, ceiling_of(destination), self._learnt.get(destination_id))
             self._runs[destination_id] = run
             with run.lock:
                 run.start()
@@ -277,6 +296,7 @@ class Engine:
 
     def close(self, timeout: float | None = None) -> None:
         self.closing = True
+        self.outage.stopped.set()  # a lane waiting for the store gives up (its leases expire)
         for run in list(self._runs.values()):
             run.deadline = 0.0  # every lane ends after its current request
         self.wait_idle(timeout)
@@ -284,12 +304,17 @@ class Engine:
         self.recorder.close()
 
     def _watch(self) -> None:
-        """Stop the lanes of a destination deleted or disabled through the API, within WATCH_EVERY_S."""
+        """Stop the lanes of a destination deleted or disabled through the API, within WATCH_EVERY_S;
+        keep the wake flags of the destinations in flight here alive, every KEEP_EVERY_S."""
         seen = None
+        kept = 0.0
         store = DestinationStore(self.rt.db)
         while not self.closing:
             time.sleep(WATCH_EVERY_S)
             try:
+                if time.monotonic() - kept >= KEEP_EVERY_S:
+                    pending.keep(self.rt.db, list(self._runs), self.flag_ttl_ms)
+                    kept = time.monotonic()
                 version = self.rt.db.get(keys.config_version)
                 if version == seen:
                     continue
@@ -300,6 +325,8 @@ class Engine:
                         run.stop()
                     else:
                         run.refresh(ceiling_of(destination))
+            except STORE_ERRORS as exc:
+                self.outage.wait(exc)
             except Exception as exc:
                 log.debug("engine watch: %s", exc)
 

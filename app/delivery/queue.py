@@ -10,6 +10,18 @@ clearing the flag. A destination whose circuit breaker is open is *held* (``hold
 ``paused`` and expires when the cool-down ends, so meanwhile nobody enqueues a job for it (ingest and
 the ticker find the flag set), and the due set has it at that time, so the ticker wakes it then.
 
+How long a flag lives, so that none outlives its owner's death by more than the lease: while its job
+waits in the queue, the job's timeout (it may wait behind many others; the queue, which survives any
+worker, owns it then); from the moment an engine takes the destination (``own``), one lease, which
+the engine's watcher extends every second while it drains the destination (``keep``) and each chunk
+taken extends too. A worker killed (or cut off from the store long enough) stops extending it, and
+the flag lapses within the lease; ingest or the ticker then wakes the destination again. A lane that
+rode out a store outage takes its flag again if it lapsed meanwhile (``reclaim_flag``). A store
+restarted on the same data keeps each flag with its expiry: a live owner keeps extending it, a dead
+one's lapses. (Before, the flag was extended to the lease with every chunk and nothing else: a drain
+cut short by a store restart left a flag that blocked the destination for up to a lease, 53 s
+measured, after the store came back.)
+
 A lease belongs to the job that took it: ``hookgate:lease_holders`` maps each lease to its job's
 token, and renewing, releasing and recording check it. A job whose lease lapsed (a receiver slower
 than the lease) cannot renew, release or record a delivery another job has taken since.
@@ -33,6 +45,7 @@ from ..config import Settings
 from ..store import keys, now_ms
 
 __all__ = ["take", "renew", "release", "drop", "finish", "reclaim_expired", "wake", "wake_due", "hold", "unhold",
+           "own", "keep", "reclaim_flag",
            "drain_job_timeout", "DRAIN_JOB", "HELD", "WAKE_GROUP"]
 
 # The drain job by its dotted path: RQ imports it in the worker, and this module (which the drain
@@ -146,7 +159,25 @@ if redis.call('GET', wake) == ARGV[1] then return redis.call('DEL', wake) end
 return 0
 """
 
-_SOURCES = {"take": _TAKE, "finish": _FINISH, "renew": _RENEW, "reclaim": _RECLAIM, "release": _RELEASE}
+# The wake flags of destinations an engine is draining (KEYS), each a job's ("1"): extended to
+# args.ttl_ms from now (never shortened, unless args.shorten); with args.create, made if it is gone.
+# A hold ("paused") is left alone: it ends when the cool-down does.
+_KEEP = """
+local args = cjson.decode(ARGV[1])
+local ttl = tonumber(args.ttl_ms)
+for _, wake in ipairs(KEYS) do
+  local value = redis.call('GET', wake)
+  if value == '1' then
+    if args.shorten or redis.call('PTTL', wake) < ttl then redis.call('PEXPIRE', wake, ttl) end
+  elseif not value and args.create then
+    redis.call('SET', wake, '1', 'PX', ttl)
+  end
+end
+return 1
+"""
+
+_SOURCES = {"take": _TAKE, "finish": _FINISH, "renew": _RENEW, "reclaim": _RECLAIM, "release": _RELEASE,
+            "keep": _KEEP}
 
 
 class _Scripts:
@@ -273,6 +304,31 @@ def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, 
         args=_named(destination=destination_id, due=due, holder=holder, ids=ids,
                     scores={k: str(v) for k, v in scores.items()} if scores else None),
     )
+
+
+def own(db: redis.Redis, destination_id: str, ttl_ms: int) -> None:
+    """A drain job handed its destination to an engine: its wake flag lives ``ttl_ms`` (the lease)
+    from now, not as long as a job may wait in the queue, and the engine keeps it alive (``keep``)
+    while it drains; so a flag outlives the death of the worker holding it by at most the lease."""
+    _keep(db, [destination_id], ttl_ms, shorten=True)
+
+
+def keep(db: redis.Redis, destination_ids: Iterable[str], ttl_ms: int) -> None:
+    """Extend the wake flags of the destinations a live engine drains to ``ttl_ms`` from now."""
+    _keep(db, list(destination_ids), ttl_ms)
+
+
+def reclaim_flag(db: redis.Redis, destination_id: str, ttl_ms: int) -> None:
+    """After a store outage, a drain that goes on makes its wake flag again if it lapsed meanwhile
+    (ingest would otherwise enqueue a second drain for the destination), or extends it."""
+    _keep(db, [destination_id], ttl_ms, create=True)
+
+
+def _keep(db: redis.Redis, destination_ids: list[str], ttl_ms: int, shorten: bool = False,
+          create: bool = False) -> None:
+    if destination_ids:
+        _scripts.get(db, "keep")(keys=[keys.wake(did) for did in destination_ids],
+                                 args=_named(ttl_ms=ttl_ms, shorten=shorten or None, create=create or None))
 
 
 def finish(db: redis.Redis, destination_id: str) -> bool:

@@ -30,6 +30,7 @@ from redis.exceptions import DataError
 
 from ..deliveries import STATUSES, attempt_field
 from ..store import keys
+from .outage import STORE_ERRORS, Outage
 
 __all__ = ["Recorder", "outcome_writes"]
 
@@ -149,8 +150,14 @@ def outcome_writes(destination_id: str, delivery_id: str, status: str, fields: d
 
 
 class Recorder:
-    def __init__(self, db: redis.Redis):
+    """With an ``outage`` (the engine's), a batch the store did not take is written again when it
+    answers (the script ends only leases their jobs still hold, so a batch written twice, its answer
+    lost with the connection, does nothing the second time); without, it is dropped (logged) and its
+    deliveries go out again when their leases expire."""
+
+    def __init__(self, db: redis.Redis, outage: Outage | None = None):
         self.db = db
+        self.outage = outage
         self._script = db.register_script(_RECORD)
         self._lock = threading.Condition()
         self._queued: list[Any] = []
@@ -229,10 +236,20 @@ class Recorder:
                     item(pipe)
             pipe.execute()
 
+    def _write_through(self, batch: list[Any]) -> None:
+        """``_write``, again after each store outage (until the worker stops)."""
+        while True:
+            try:
+                self._write(batch)
+                return
+            except STORE_ERRORS as exc:
+                if self.outage is None or not self.outage.wait(exc):
+                    raise
+
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             try:
-                self._write(batch)
+                self._write_through(batch)
             except redis.RedisError as exc:
                 # The deliveries stay leased: when the lease expires they are sent again.
                 log.error("could not record %d outcome(s), they will be retried: %s", len(batch), exc)

@@ -3,7 +3,8 @@
 Each tick it returns expired leases to pending (a worker died mid-drain), wakes destinations whose
 retries came due, sends the notifications of disabled destinations that came due, and about once a
 minute trims the delivery indexes past the retention window.
-Several workers ticking at once is harmless: waking is claim-once and reclaiming is atomic.
+Several workers ticking at once is harmless: waking is claim-once and reclaiming is atomic. A store
+outage does not end the ticker: it waits for the store (outage.py), logged once by the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..deliveries import STATUSES
 from ..notify import send_due
 from ..runtime import Runtime
 from ..store import keys, now_ms
+from .outage import STORE_ERRORS, Outage
 from .queue import reclaim_expired, wake_due
 
 __all__ = ["Ticker", "tick", "trim_indexes"]
@@ -49,10 +51,14 @@ def trim_indexes(rt: Runtime) -> None:
 
 
 class Ticker(threading.Thread):
-    def __init__(self, rt: Runtime):
+    """Ticks until stopped; through a store outage it waits for the store (``outage``: the worker's)
+    and ticks at once when it is back (expired leases go back, due destinations wake)."""
+
+    def __init__(self, rt: Runtime, outage: Outage | None = None):
         super().__init__(name="hookgate-ticker", daemon=True)
         self.rt = rt
         self.stopped = threading.Event()
+        self.outage = outage or Outage(rt.settings, self.stopped)
 
     def run(self) -> None:
         last_trim = 0.0
@@ -62,8 +68,11 @@ class Ticker(threading.Thread):
                 if time.monotonic() - last_trim > TRIM_EVERY_S:
                     trim_indexes(self.rt)
                     last_trim = time.monotonic()
+            except STORE_ERRORS as exc:
+                if self.outage.wait(exc):
+                    continue
             except redis.RedisError as exc:
-                log.warning("ticker: redis unavailable: %s", exc)
+                log.warning("ticker: redis failed: %s", exc)
             except Exception:  # the ticker must outlive any one bad tick
                 log.exception("ticker failed")
             self.stopped.wait(self.rt.settings.tick_interval_s)
