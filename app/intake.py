@@ -22,6 +22,7 @@ from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from .delivery.queue import wake
+from .events import received_ms
 from .filters import missing_required
 from .runtime import Runtime
 from .store import keys, new_id, now_ms
@@ -131,6 +132,10 @@ class Intake:
         ttl = self.retention
         woken: dict[str, None] = {}
         with self.db.pipeline(transaction=True) as pipe:
+            if store_event:  # the indexes GET /v1/events reads: one ZADD each for all the events
+                received = {event["id"]: received_ms(event) for event in events}
+                pipe.zadd(keys.events, received)
+                pipe.zadd(keys.source_events(source_id), received)
             for event in events:
                 event_id = event["id"]
                 if store_event:

@@ -92,11 +92,14 @@ class SourceStore:
     def all(self) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.db.hvals(keys.sources)), key=lambda s: s["id"])
 
-    def delete(self, source_id: str) -> None:
+    def delete(self, source_id: str, retention_s: float) -> None:
+        """Remove the source; its index of events goes when the newest of them does (``retention_s``:
+        HOOKGATE_EVENT_RETENTION; the ticker trims only the indexes of sources that exist)."""
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.sources, source_id)
             bump_config(pipe)
-            removed, _ = pipe.execute()
+            pipe.expire(keys.source_events(source_id), max(1, int(retention_s)))
+            removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})
 

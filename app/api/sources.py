@@ -33,7 +33,7 @@ def get(source_id: str):
 
 @bp.delete("/<source_id>")
 def delete(source_id: str):
-    SourceStore(runtime().db).delete(source_id)
+    SourceStore(runtime().db).delete(source_id, runtime().settings.event_retention_s)
     return "", 204
 
 
