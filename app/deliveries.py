@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -11,6 +10,7 @@ import redis
 from redis.client import Pipeline
 
 from .errors import NotFound, ValidationError
+from .paging import parse_cursor, scan
 from .store import keys
 
 __all__ = ["DeliveryStore", "STATUSES", "FIELDS", "attempt_field", "queue_read", "as_record"]
@@ -23,7 +23,6 @@ STATUSES = ("pending", "delivered", "error", "bounced", "failed", "skipped")
 FIELDS = ("id", "event_id", "destination_id", "status", "attempts", "created_at", "updated_at",
           "next_attempt_at", "last_status_code", "last_error")
 _LOG = "log:"
-_SCAN_ROUNDS = 20
 
 
 def attempt_field(number: int) -> str:
@@ -76,13 +75,6 @@ def _matcher(destination_id: str | None, status: str | None,
     return wanted
 
 
-def _parse_cursor(cursor: str) -> tuple[int, str]:
-    score, _, member = cursor.partition(":")
-    if not re.fullmatch(r"[0-9]{1,20}", score) or not member:
-        raise ValidationError("invalid query", {"cursor": ["Not a cursor returned by this API."]})
-    return int(score), member
-
-
 class DeliveryStore:
     def __init__(self, db: redis.Redis):
         self.db = db
@@ -104,9 +96,7 @@ class DeliveryStore:
             raise ValidationError("invalid query", {"status": [f"Must be one of: {', '.join(STATUSES)}."]})
         wanted = _matcher(destination_id, status, event_id)
         if event_id is not None:  # the event's own list of its deliveries: one page
-            ids = cast(list[str], self.db.lrange(keys.event_deliveries(event_id), 0, -1))
-            items = [d for d in self._load(ids) if d is not None and wanted(d)]
-            items.sort(key=lambda d: (d["created_at"], d["id"]), reverse=True)
+            items = [d for d in reversed(self.of_event(event_id)) if wanted(d)]
             return {"items": items[:limit], "next_cursor": None}
         if status is not None:
             index = keys.status(status)
@@ -114,32 +104,13 @@ class DeliveryStore:
             index = keys.destination_deliveries(destination_id)
         else:
             index = keys.deliveries
-        return self._scan(index, wanted, limit, _parse_cursor(cursor) if cursor else None)
+        return scan(self.db, index, self._load, wanted, limit, parse_cursor(cursor))
 
-    def _scan(self, index: str, wanted: Callable[[dict[str, Any]], bool], limit: int,
-              seen: tuple[int, str] | None) -> dict[str, Any]:
-        """One page of the sorted set ``index``, newest first, of deliveries ``wanted``: after the
-        cursor ``seen`` (the last item shown, score and id), up to ``_SCAN_ROUNDS`` reads."""
-        # Ranks shift as deliveries come and go, so resume at the first rank with the cursor's score
-        # and skip what sorts before the cursor.
-        start = self.db.zcount(index, f"({seen[0]}", "+inf") if seen else 0
-        batch = max(limit * 2, 100)
-        items: list[dict[str, Any]] = []
-        last: tuple[int, str] | None = None
-        for _ in range(_SCAN_ROUNDS):
-            rows = cast(list[tuple[str, float]], self.db.zrevrange(index, start, start + batch - 1, withscores=True))
-            if not rows:
-                return {"items": items, "next_cursor": None}
-            start += len(rows)
-            members = [(m, int(sc)) for m, sc in rows if seen is None or (int(sc), m) < seen]
-            for item, (member, score) in zip(self._load([m for m, _ in members]), members, strict=True):
-                last = (score, member)
-                if item is not None and wanted(item):
-                    items.append(item)
-                    if len(items) == limit:
-                        return {"items": items, "next_cursor": f"{score}:{member}"}
-        # Scanned enough for one request: hand back where to go on from.
-        return {"items": items, "next_cursor": f"{last[0]}:{last[1]}" if last else None}
+    def of_event(self, event_id: str) -> list[dict[str, Any]]:
+        """Every delivery of the event that is still kept, in the order they were made."""
+        ids = cast(list[str], self.db.lrange(keys.event_deliveries(event_id), 0, -1))
+        items = [d for d in self._load(ids) if d is not None]
+        return sorted(items, key=lambda d: (d["created_at"], d["id"]))
 
     def _load(self, ids: list[str]) -> list[dict[str, Any] | None]:
         with self.db.pipeline(transaction=False) as pipe:

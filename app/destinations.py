@@ -11,7 +11,7 @@ import (which may enable one it overwrites) both write them with the record, in 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -97,6 +97,36 @@ class DestinationStore:
     def all(self) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.db.hvals(keys.destinations)), key=lambda d: d["id"])
 
+    def page(self, after: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` destinations by id after ``after``, and the cursor of the next page (None
+        at the end): the ids from their index (``keys.destination_ids``), then those records only."""
+        for _ in range(2):
+            with self.db.pipeline(transaction=False) as pipe:
+                pipe.zcard(keys.destination_ids)
+                pipe.hlen(keys.destinations)
+                pipe.zrangebylex(keys.destination_ids, f"({after}" if after else "-", "+", start=0, num=limit + 1)
+                indexed, stored, ids = pipe.execute()
+            if indexed == stored:
+                break
+            self._reindex()  # written before the index was, or by a writer that missed it
+        raws = cast(list[str | None], self.db.hmget(keys.destinations, ids[:limit])) if ids else []
+        return [json.loads(raw) for raw in raws if raw is not None], ids[limit - 1] if len(ids) > limit else None
+
+    def _reindex(self) -> None:
+        """The index of ids rebuilt from the hash; given up (until the next page) if the hash changes
+        meanwhile."""
+        with self.db.pipeline() as pipe:
+            try:
+                pipe.watch(keys.destinations)
+                ids = cast(list[str], pipe.hkeys(keys.destinations))
+                pipe.multi()
+                pipe.delete(keys.destination_ids)
+                if ids:
+                    pipe.zadd(keys.destination_ids, dict.fromkeys(ids, 0))
+                pipe.execute()
+            except redis.WatchError:
+                pass
+
     def update(self, destination_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         destination = self.get(destination_id)
         self._check(destination_id, changes, destination)
@@ -176,6 +206,7 @@ class DestinationStore:
         ``retention_s`` (HOOKGATE_EVENT_RETENTION), its breaker and failure clock go now."""
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.destinations, destination_id)
+            pipe.zrem(keys.destination_ids, destination_id)
             bump_config(pipe)
             # Its pending deliveries are due now: the next drain closes them as skipped.
             pipe.zadd(keys.due, {destination_id: now_ms()})
@@ -195,4 +226,5 @@ class DestinationStore:
     @staticmethod
     def _write(pipe: Pipeline, destination: dict[str, Any]) -> None:
         pipe.hset(keys.destinations, destination["id"], json.dumps(destination))
+        pipe.zadd(keys.destination_ids, {destination["id"]: 0})
         bump_config(pipe)

@@ -8,9 +8,11 @@ from typing import Any
 from .errors import ValidationError
 from .store import new_id
 
-__all__ = ["MAX_EVENTS_PER_REQUEST", "canonical_event", "check_count", "infer_category", "isoformat"]
+__all__ = ["MAX_EVENTS_PER_REQUEST", "OWN_SOURCE", "canonical_event", "check_count", "infer_category", "isoformat",
+           "received_ms"]
 
 MAX_EVENTS_PER_REQUEST = 1000
+OWN_SOURCE = "hookgate"  # the source of the events hookgate emits itself (delivery outcomes)
 
 # Names that are a category by themselves (``survey_response``), or a prefix naming one (``journey.created``).
 _CATEGORY_PREFIXES = {
@@ -27,6 +29,12 @@ _CATEGORY_PREFIXES = {
 
 def isoformat(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def received_ms(event: dict[str, Any]) -> int:
+    """When hookgate received the event (its ``received_at``), in epoch milliseconds: its score in
+    the event indexes."""
+    return int(dt.datetime.fromisoformat(event["received_at"]).timestamp() * 1000)
 
 
 def infer_category(name: str) -> str:

@@ -23,6 +23,7 @@ from redis.typing import EncodableT, FieldT
 
 from .delivery.queue import wake
 from .errors import ServiceUnavailable
+from .events import received_ms
 from .filters import missing_required
 from .runtime import Runtime
 from .store import NotReplicated, keys, new_id, now_ms, replicated_transaction
@@ -146,6 +147,10 @@ class Intake:
         woken: dict[str, None] = {}
         replicas = self.replicas if from_request else 0  # what is acknowledged to a sender waits for a replica
         with replicated_transaction(self.db, replicas, self.timeout_ms) as pipe:
+            if store_event and events:  # the indexes GET /v1/events reads: one ZADD each for all the events
+                received = {event["id"]: received_ms(event) for event in events}
+                pipe.zadd(keys.events, received)
+                pipe.zadd(keys.source_events(source_id), received)
             for event in events:
                 event_id = event["id"]
                 if store_event:

@@ -15,7 +15,7 @@ from .secrets import SecretBox
 from .signatures import new_hmac_secret, new_whsec
 from .store import bump_config, keys, new_id, now_ms
 
-__all__ = ["SourceStore", "hash_key", "public"]
+__all__ = ["SourceStore", "editable", "hash_key", "public"]
 
 KEY_PREFIX = "hgk_"
 
@@ -44,6 +44,20 @@ def public(source: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def editable(source: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The fields a POST would take that make the source as it is with ``changes`` (a PATCH's body)
+    applied: what the source's schema checks whole. A signature's fields are changed one by one; its
+    secret is never in it (stored encrypted: kept unless the changes give one)."""
+    signature = source.get("signature")
+    current = {"name": source["name"], "kind": source["kind"], "key_required": source.get("key_required", True),
+               "signature": {k: v for k, v in signature.items() if k in ("type", "header", "timestamp_header")}
+               if signature else None}
+    merged = {**current, **changes}
+    if isinstance(changes.get("signature"), dict) and current["signature"]:
+        merged["signature"] = {**current["signature"], **changes["signature"]}
+    return merged
+
+
 class SourceStore:
     def __init__(self, db: redis.Redis, box: SecretBox | None = None):
         self.db = db
@@ -63,25 +77,52 @@ class SourceStore:
             "signature": None,
             "created_at": now_ms(),
         }
-        signature = fields.get("signature")
-        if signature:
-            given = signature.get("secret")
+        source["signature"] = self._signature(fields.get("signature"), shown_once)
+        self._save(source)
+        return source, shown_once
+
+    def update(self, source_id: str, fields: dict[str, Any], *, signature_changed: bool) -> tuple[
+            dict[str, Any], dict[str, str]]:
+        """The source with ``fields`` (every field a POST takes, checked whole); its signature made
+        again only when ``signature_changed``. Returns the source and what is shown once: a signing
+        secret generated because the signature's type changed and none was given."""
+        source = self.get(source_id)
+        shown_once: dict[str, str] = {}
+        source.update(name=fields["name"], kind=fields["kind"], key_required=fields["key_required"],
+                      updated_at=now_ms())
+        if signature_changed:
+            source["signature"] = self._signature(fields.get("signature"), shown_once, source.get("signature"))
+        self._save(source)
+        return source, shown_once
+
+    def _signature(self, signature: dict[str, Any] | None, shown_once: dict[str, str],
+                   current: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A signature's record: the secret given (encrypted), else the current secrets when the type
+        stays, else a new secret (shown once)."""
+        if not signature:
+            return None
+        given = signature.get("secret")
+        if not given and current and current["type"] == signature["type"]:
+            secrets_, hint = current["secrets"], current["secret_hint"]
+        else:
             secret = given or (new_whsec() if signature["type"] == "standard_webhooks" else new_hmac_secret())
             assert self.box is not None
-            source["signature"] = {
-                "type": signature["type"],
-                "secret_hint": _given_hint(secret) if given else _hint(secret),
-                "secrets": [self.box.encrypt(secret)],
-                **({"header": signature["header"], "timestamp_header": signature["timestamp_header"]}
-                   if signature["type"] == "hmac_sha256" else {}),
-            }
+            secrets_, hint = [self.box.encrypt(secret)], _given_hint(secret) if given else _hint(secret)
             if not given:
                 shown_once["signing_secret"] = secret
+        return {
+            "type": signature["type"],
+            "secret_hint": hint,
+            "secrets": secrets_,
+            **({"header": signature["header"], "timestamp_header": signature["timestamp_header"]}
+               if signature["type"] == "hmac_sha256" else {}),
+        }
+
+    def _save(self, source: dict[str, Any]) -> None:
         with self.db.pipeline() as pipe:
             pipe.hset(keys.sources, source["id"], json.dumps(source))
             bump_config(pipe)
             pipe.execute()
-        return source, shown_once
 
     def get(self, source_id: str) -> dict[str, Any]:
         raw = self.db.hget(keys.sources, source_id)
@@ -92,11 +133,14 @@ class SourceStore:
     def all(self) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.db.hvals(keys.sources)), key=lambda s: s["id"])
 
-    def delete(self, source_id: str) -> None:
+    def delete(self, source_id: str, retention_s: float) -> None:
+        """Remove the source; its index of events goes when the newest of them does (``retention_s``:
+        HOOKGATE_EVENT_RETENTION; the ticker trims only the indexes of sources that exist)."""
         with self.db.pipeline() as pipe:
             pipe.hdel(keys.sources, source_id)
             bump_config(pipe)
-            removed, _ = pipe.execute()
+            pipe.expire(keys.source_events(source_id), max(1, int(retention_s)))
+            removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})
 
@@ -119,10 +163,7 @@ class SourceStore:
         source["key_hashes"] = [hash_key(key)] + (kept if grace_s > 0 else [])
         source["key_hint"] = _hint(key)
         source["key_rotated_at"] = now
-        with self.db.pipeline() as pipe:
-            pipe.hset(keys.sources, source_id, json.dumps(source))
-            bump_config(pipe)
-            pipe.execute()
+        self._save(source)
         return source, key
 
     @staticmethod

@@ -184,6 +184,7 @@ class keys:
     # -- configuration (no TTL: it is what the operator made) --------------------------------------
     sources = PREFIX + "sources"  # hash: source id → source JSON
     destinations = PREFIX + "destinations"  # hash: destination id → destination JSON
+    destination_ids = PREFIX + "destination_ids"  # zset: destination id → 0 (ids in order, for pages of the list)
     auth_profiles = PREFIX + "auth_profiles"  # hash: profile id → profile JSON (secrets encrypted)
     policies = PREFIX + "policies"  # hash: policy id → policy JSON
     presets = PREFIX + "presets"  # hash: user preset name → preset JSON
@@ -244,6 +245,12 @@ class keys:
         return {"delivery": f"{PREFIX}delivery:%s", "pending": f"{PREFIX}dest:%s:pending"}
 
     # -- ingest --------------------------------------------------------------------------------------
+    events = PREFIX + "events"  # zset: event id → received ms (every stored event; trimmed to retention)
+
+    @staticmethod
+    def source_events(source_id: str) -> str:  # zset: event id → received ms (trimmed to retention)
+        return f"{PREFIX}source:{source_id}:events"
+
     @staticmethod
     def idempotency(source_id: str, external_id: str) -> str:  # string: event id (TTL: event retention)
         return f"{PREFIX}idem:{source_id}:{external_id}"

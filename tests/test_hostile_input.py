@@ -125,7 +125,7 @@ class World:
         preset = self.post("/v1/presets", {"name": "acme.hook", "from_destination": destination})["name"]
         self.ids = {"source_id": generic, "destination_id": destination, "policy_id": policy, "profile_id": basic,
                     "delivery_id": deliveries.get_json()["items"][0]["id"], "replay_id": replay, "token_id": token,
-                    "name": preset}
+                    "name": preset, "event_id": accepted.get_json()["ids"][0]}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,8 @@ from werkzeug.datastructures import Headers
 
 from hookgate.signatures import sign_hmac, sign_standard, verify_standard
 from hookgate.store import keys
+
+SEEDS = Path(__file__).parent / "data" / "seeds"
 
 
 def test_source_is_created_with_a_key_shown_once_and_stored_hashed(client, admin, db):
@@ -220,3 +223,74 @@ def test_a_standard_webhooks_body_that_is_not_utf8_is_refused_not_crashed(client
     response = client.post(f"/v1/sources/{source['id']}/events", data=body, content_type="application/json",
                            headers={"webhook-id": "m", "webhook-timestamp": str(now), "webhook-signature": signature})
     assert response.status_code == 401 and "UTF-8" in response.get_json()["error"]["message"]
+
+
+def _signed_post(client, source_id: str, secret: str, header: str = "X-Hookgate-Signature"):
+    body = json.dumps({"name": "signed", "data": {"n": time.monotonic_ns()}}).encode()  # no replay of another
+    now = int(time.time())
+    return client.post(f"/v1/sources/{source_id}/events", data=body, content_type="application/json",
+                       headers={"X-Hookgate-Timestamp": str(now), header: sign_hmac(secret, now, body)})
+
+
+def test_a_patch_changes_a_sources_fields_and_keeps_its_key_and_id(client, admin, make_source, post_events):
+    """Issue 13, point 4: PATCH /v1/sources/<id> was a 405."""
+    source_id, key = make_source("shop")
+    response = client.patch(f"/v1/sources/{source_id}", json={"name": "shop eu", "kind": "webengage"},
+                            headers=admin)
+    assert response.status_code == 200, response.get_json()
+    patched = response.get_json()
+    assert patched["id"] == source_id and patched["name"] == "shop eu" and patched["kind"] == "webengage"
+    assert patched["key_required"] is True and patched["updated_at"] >= patched["created_at"]
+    assert "key" not in patched and "key_hashes" not in patched and "signing_secret" not in patched
+    assert client.get(f"/v1/sources/{source_id}", headers=admin).get_json() == patched
+    assert client.patch(f"/v1/sources/{source_id}", json={"name": "shop"}, headers=admin).get_json()["kind"] == \
+        "webengage"  # what a patch does not name stays
+    seed = json.loads((SEEDS / "webengage.seed003.journey_activated.json").read_text())
+    response = post_events(source_id, key, seed)  # read as WebEngage sends it now
+    assert response.status_code == 202, response.get_json()
+    shown = client.get(f"/v1/events/{response.get_json()['ids'][0]}", headers=admin).get_json()
+    assert shown["category"] == "journey" and shown["source"] == source_id
+
+
+def test_a_patched_signature_is_encrypted_masked_and_verified(client, admin, make_source, db):
+    source_id, key = make_source()
+    secret = "given-hmac-secret-0123456789"
+    response = client.patch(f"/v1/sources/{source_id}", json={
+        "key_required": False, "signature": {"type": "hmac_sha256", "secret": secret}}, headers=admin)
+    assert response.status_code == 200, response.get_json()
+    for shown in (response.get_json(), client.get(f"/v1/sources/{source_id}", headers=admin).get_json()):
+        assert shown["signature"] == {"type": "hmac_sha256", "secret_hint": f"given, {len(secret)} characters",
+                                      "header": "X-Hookgate-Signature", "timestamp_header": "X-Hookgate-Timestamp"}
+        assert secret not in json.dumps(shown) and "signing_secret" not in shown
+    assert secret not in db.hget(keys.sources, source_id)  # encrypted at rest
+    assert _signed_post(client, source_id, secret).status_code == 202
+    # a header renamed keeps the secret
+    response = client.patch(f"/v1/sources/{source_id}", json={"signature": {"header": "X-Shop-Signature"}},
+                            headers=admin)
+    assert response.status_code == 200 and response.get_json()["signature"]["secret_hint"].startswith("given")
+    assert _signed_post(client, source_id, secret, "X-Shop-Signature").status_code == 202
+    assert _signed_post(client, source_id, secret).status_code == 401
+    # another type and no secret: a new one, shown once
+    response = client.patch(f"/v1/sources/{source_id}", json={"signature": {"type": "standard_webhooks"}},
+                            headers=admin)
+    generated = response.get_json()["signing_secret"]
+    assert generated.startswith("whsec_") and generated not in db.hget(keys.sources, source_id)
+    assert "signing_secret" not in client.get(f"/v1/sources/{source_id}", headers=admin).get_json()
+    assert "secrets" not in response.get_json()["signature"]
+
+
+def test_a_patch_that_is_not_valid_is_a_422_naming_the_field_and_changes_nothing(client, admin, make_source, db):
+    source_id, _ = make_source()
+    stored = db.hget(keys.sources, source_id)
+    for body, field in (({"name": ""}, "name"), ({"kind": "nope"}, "kind"), ({"id": "src_x"}, "id"),
+                        ({"key": "hgk_mine"}, "key"), ({"key_required": False}, "key_required"),
+                        ({"signature": {"type": "standard_webhooks", "secret": "not-a-whsec-secret"}}, "signature"),
+                        ({"signature": {"header": "X-Sig"}}, "signature"), ({"key_required": "maybe"}, "key_required")):
+        response = client.patch(f"/v1/sources/{source_id}", json=body, headers=admin)
+        assert response.status_code == 422, (body, response.get_json())
+        error = response.get_json()["error"]
+        assert error["code"] == "validation_failed" and field in error["details"], (body, error)
+    assert db.hget(keys.sources, source_id) == stored
+    assert client.patch("/v1/sources/src_nope", json={"name": "x"}, headers=admin).status_code == 404
+    assert client.patch(f"/v1/sources/{source_id}", json=["name"], headers=admin).status_code == 422
+    assert client.patch(f"/v1/sources/{source_id}", json={"name": "x"}).status_code == 401

@@ -14,9 +14,11 @@ from ..admin_tokens import AdminTokenStore
 from ..errors import HeadersTooLarge, Unauthorized, UnsupportedMediaType, URLTooLong, ValidationError
 from ..runtime import Runtime
 from ..schemas import decode_json
+from ..times import MESSAGE as MOMENT_MESSAGE
+from ..times import parse_moment, to_ms
 
-__all__ = ["read_json", "load", "runtime", "require_admin", "query_int", "query_limit", "check_request_size",
-           "MAX_URL_BYTES", "MAX_HEADER_FIELDS", "MAX_HEADER_BYTES"]
+__all__ = ["read_json", "load", "runtime", "require_admin", "query_int", "query_limit", "query_moment_ms",
+           "check_request_size", "MAX_URL_BYTES", "MAX_HEADER_FIELDS", "MAX_HEADER_BYTES"]
 
 # What a request may carry, checked before any view (``check_request_size``). gunicorn's own limits
 # (``web.gunicorn_options``: 128 fields, 16 KiB a field) sit above these, so that a request between
@@ -89,6 +91,18 @@ def query_int(name: str, default: int, maximum: int) -> int:
 
 def query_limit(default: int = 50, maximum: int = 200) -> int:
     return query_int("limit", default, maximum)
+
+
+def query_moment_ms(name: str) -> int | None:
+    """A moment query parameter (RFC 3339, or epoch seconds or milliseconds: ``times.parse_moment``)
+    as epoch milliseconds; None when absent, 422 naming it when it is none of those."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return to_ms(parse_moment(raw))
+    except ValueError:
+        raise ValidationError("invalid query", {name: [MOMENT_MESSAGE]}) from None
 
 
 def require_admin() -> None:

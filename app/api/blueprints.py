@@ -15,6 +15,7 @@ from . import (
     check_request_size,
     deliveries,
     destinations,
+    events,
     exchange,
     ingest,
     policies,
@@ -30,6 +31,6 @@ __all__ = ["init_app"]
 
 def init_app(app: Flask) -> None:
     app.before_request(check_request_size)  # the app's own runs before any blueprint's (require_admin)
-    for module in (system, ingest, sources, destinations, trials, deliveries, policies, replays, auth_profiles,
+    for module in (system, ingest, sources, destinations, trials, deliveries, events, policies, replays, auth_profiles,
                    admin_tokens, presets, exchange):
         app.register_blueprint(module.bp)

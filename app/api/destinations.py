@@ -47,11 +47,8 @@ def create() -> tuple[dict[str, Any], int]:
 
 @bp.get("")
 def list_destinations() -> dict[str, Any]:
-    limit = query_limit()
-    after = request.args.get("cursor", "")
-    items = [d for d in _store().all() if d["id"] > after]
-    page = items[:limit]
-    return {"items": [_show(d) for d in page], "next_cursor": page[-1]["id"] if len(items) > limit else None}
+    page, next_cursor = _store().page(request.args.get("cursor", ""), query_limit())
+    return {"items": [_show(d) for d in page], "next_cursor": next_cursor}
 
 
 @bp.get("/<destination_id>")

@@ -1,4 +1,4 @@
-"""``/v1/sources``: create (the ingest key is shown once), list, read, delete."""
+"""``/v1/sources``: create (the ingest key is shown once), list, read, change, delete."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..schemas import SourceSchema
-from ..sources import SourceStore, public
+from ..sources import SourceStore, editable, public
 from . import load, read_json, require_admin, runtime
 
 bp = Blueprint("sources", __name__, url_prefix="/v1/sources")
@@ -31,9 +31,21 @@ def get(source_id: str):
     return public(SourceStore(runtime().db).get(source_id))
 
 
+@bp.patch("/<source_id>")
+def update(source_id: str):
+    """Change what a POST set (not the id, not the key: ``rotate-key``). The body is checked as given,
+    then the source it makes is checked whole (a source without its key must require a signature)."""
+    body = read_json()
+    load(_schema, body, partial=True)
+    store = SourceStore(runtime().db, runtime().secrets)
+    fields_ = load(_schema, editable(store.get(source_id), body))
+    source, shown_once = store.update(source_id, fields_, signature_changed="signature" in body)
+    return {**public(source), **shown_once}
+
+
 @bp.delete("/<source_id>")
 def delete(source_id: str):
-    SourceStore(runtime().db).delete(source_id)
+    SourceStore(runtime().db).delete(source_id, runtime().settings.event_retention_s)
     return "", 204
 
 

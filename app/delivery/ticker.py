@@ -2,7 +2,7 @@
 
 Each tick it returns expired leases to pending (a worker died mid-drain), wakes destinations whose
 retries came due, sends the notifications of disabled destinations that came due, and about once a
-minute trims the delivery indexes past the retention window.
+minute trims the delivery and event indexes past the retention window.
 Several workers ticking at once is harmless: waking is claim-once and reclaiming is atomic. A store
 outage does not end the ticker: it waits for the store (outage.py), logged once by the worker.
 """
@@ -17,6 +17,7 @@ from typing import cast
 import redis
 
 from ..deliveries import STATUSES
+from ..events import OWN_SOURCE
 from ..notify import send_due
 from ..runtime import Runtime
 from ..store import keys, now_ms
@@ -38,11 +39,15 @@ def tick(rt: Runtime) -> tuple[int, int]:
 
 
 def trim_indexes(rt: Runtime) -> None:
-    """Drop what the retention window let expire from the delivery indexes (their hashes expire alone)."""
+    """Drop what the retention window let expire from the delivery and event indexes (their hashes
+    and events expire alone). A deleted source's index expires by itself (``SourceStore.delete``)."""
     cutoff = now_ms() - int(rt.settings.event_retention_s * 1000)
     db = rt.db
     with db.pipeline(transaction=False) as pipe:
         pipe.zremrangebyscore(keys.deliveries, "-inf", cutoff)
+        pipe.zremrangebyscore(keys.events, "-inf", cutoff)
+        for sid in [OWN_SOURCE, *cast(list[str], db.hkeys(keys.sources))]:
+            pipe.zremrangebyscore(keys.source_events(sid), "-inf", cutoff)
         for status in STATUSES:
             pipe.zremrangebyscore(keys.status(status), "-inf", cutoff)
         for did in cast(list[str], db.hkeys(keys.destinations)):

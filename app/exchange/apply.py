@@ -96,5 +96,6 @@ def _queue_records(plan: Plan, pipe: Pipeline, destinations: dict[str, dict[str,
         pipe.hset(keys.presets, name, json.dumps(preset))
     for ident, destination in destinations.items():
         pipe.hset(keys.destinations, ident, json.dumps(destination))
+        pipe.zadd(keys.destination_ids, {ident: 0})
         if enabled_again(plan.existing["destinations"].get(ident), destination):
             after_enabling(pipe, ident, plan.stamp)
