@@ -144,7 +144,7 @@ class Intake:
         index = self.rt.router.cached_index() if from_request else self.rt.router.index()
         created = now_ms()
         ttl = self.retention
-        woken: dict[str, None] = {}
+        indexes = _Indexes(created)
         replicas = self.replicas if from_request else 0  # what is acknowledged to a sender waits for a replica
         with replicated_transaction(self.db, replicas, self.timeout_ms) as pipe:
             if store_event and events:  # the indexes GET /v1/events reads: one ZADD each for all the events
@@ -159,20 +159,17 @@ class Intake:
                     pipe.set(keys.idempotency(source_id, event["external_id"]), event_id, ex=ttl)
                 matched = index.match(event) if destinations is None else destinations
                 for destination in matched:
-                    if self._add_delivery(pipe, destination, event, created, ttl):
-                        woken[destination["id"]] = None
-                if matched:
-                    pipe.expire(keys.event_deliveries(event_id), ttl)
-            for did in woken:
-                pipe.zadd(keys.due, {did: created}, lt=True)
-        return list(woken)
+                    self._add_delivery(pipe, destination, event, indexes, ttl)
+            indexes.write(pipe, ttl)
+        return list(indexes.woken)
 
     @staticmethod
-    def _add_delivery(pipe: Pipeline, destination: dict[str, Any], event: dict[str, Any], created: int,
-                      ttl: int) -> bool:
-        """One delivery of ``event`` to ``destination``, in the caller's transaction: pending (True),
-        or skipped at once when the event lacks a field the destination requires (False)."""
-        did, event_id, delivery_id = destination["id"], event["id"], new_id("dlv")
+    def _add_delivery(pipe: Pipeline, destination: dict[str, Any], event: dict[str, Any], indexes: _Indexes,
+                      ttl: int) -> None:
+        """One delivery of ``event`` to ``destination``, in the caller's transaction: pending, or skipped
+        at once when the event lacks a field the destination requires. Its hash is written here, its
+        index entries gathered into ``indexes``."""
+        did, event_id, delivery_id, created = destination["id"], event["id"], new_id("dlv"), indexes.created
         missing = missing_required(destination, event)
         status = "skipped" if missing else "pending"
         record: dict[FieldT, EncodableT] = {
@@ -182,17 +179,50 @@ class Intake:
             record["last_error"] = "required field missing: " + ", ".join(missing)
         pipe.hset(keys.delivery(delivery_id), mapping=record)
         pipe.expire(keys.delivery(delivery_id), ttl)
-        pipe.rpush(keys.event_deliveries(event_id), delivery_id)
-        pipe.zadd(keys.deliveries, {delivery_id: created})
-        pipe.zadd(keys.destination_deliveries(did), {delivery_id: created})
-        pipe.zadd(keys.status(status), {delivery_id: created})
-        if missing:
-            return False
-        pipe.zadd(keys.pending(did), {delivery_id: created})
-        return True
+        indexes.add(event_id, did, delivery_id, status)
 
     def _wake(self, destination_ids: list[str]) -> None:
         try:
             wake(self.db, self.rt.queue, destination_ids, self.rt.settings)
         except redis.RedisError as exc:  # stored already: the ticker wakes them; do not fail an accepted request
             log.warning("could not wake drain jobs (the ticker will): %s", exc)
+
+
+class _Indexes:
+    """The index entries of one ingest transaction's deliveries, written as one command per key (Redis
+    counts, and pays for, commands more than members: a fan-out to 1,000 destinations is one RPUSH to
+    its event's list, one ZADD to the delivery and status indexes and the due set, and per destination
+    one ZADD to its index and its pending set)."""
+
+    def __init__(self, created: int) -> None:
+        self.created = created
+        self.of_event: dict[str, list[str]] = {}
+        self.everything: dict[str, int] = {}
+        self.by_status: dict[str, dict[str, int]] = {}
+        self.by_destination: dict[str, dict[str, int]] = {}
+        self.pending: dict[str, dict[str, int]] = {}
+        self.woken: dict[str, None] = {}
+
+    def add(self, event_id: str, destination_id: str, delivery_id: str, status: str) -> None:
+        self.of_event.setdefault(event_id, []).append(delivery_id)
+        self.everything[delivery_id] = self.created
+        self.by_status.setdefault(status, {})[delivery_id] = self.created
+        self.by_destination.setdefault(destination_id, {})[delivery_id] = self.created
+        if status == "pending":
+            self.pending.setdefault(destination_id, {})[delivery_id] = self.created
+            self.woken[destination_id] = None
+
+    def write(self, pipe: Pipeline, ttl: int) -> None:
+        for event_id, ids in self.of_event.items():
+            pipe.rpush(keys.event_deliveries(event_id), *ids)
+            pipe.expire(keys.event_deliveries(event_id), ttl)
+        if self.everything:
+            pipe.zadd(keys.deliveries, self.everything)
+        for status, members in self.by_status.items():
+            pipe.zadd(keys.status(status), members)
+        for did, members in self.by_destination.items():
+            pipe.zadd(keys.destination_deliveries(did), members)
+        for did, members in self.pending.items():
+            pipe.zadd(keys.pending(did), members)
+        if self.woken:
+            pipe.zadd(keys.due, dict.fromkeys(self.woken, self.created), lt=True)
