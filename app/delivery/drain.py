@@ -28,6 +28,7 @@ from typing import Any, cast
 from .. import runtime
 from ..deliveries import as_record, queue_read
 from ..destinations import DestinationStore
+from ..logs import log_attempt
 from ..policies import PolicyStore, Throttle
 from ..presets import Verdict
 from ..rendering import Rendered, RenderError, render_delivery
@@ -592,6 +593,7 @@ class Drainer:
             "response_headers": response.headers,
         }
         self._record(destination["id"], delivery, decision.status, attempt, due, shown_due=shown_due)
+        log_attempt(destination["id"], delivery, event, decision.status, attempt)
         self.settled.append(decision.outcome)
         if decision.status == "failed":
             self.settled.append("failed")
