@@ -274,3 +274,19 @@ def test_the_start_up_line_names_no_blocked_plugin(caplog):
         assert not any(name.startswith("sms.") for name in plugins.presets)
     finally:
         load.cache_clear()  # type: ignore[attr-defined]
+
+
+def test_a_line_about_a_destination_carries_its_id(caplog, make_source, make_destination, post_events, work,
+                                                   answering):
+    """Beyond the attempt line: the breaker's and the disabling's lines name their destination as a key."""
+    gone = answering(Reply(410))
+    destination = make_destination(gone.url)
+    source_id, key = make_source()
+    assert post_events(source_id, key, {"name": "signup"}).status_code == 202
+    with caplog.at_level(logging.INFO):
+        work()
+    [disabled] = [r for r in caplog.records if "disabled" in r.getMessage() and r.name.startswith("hookgate")]
+    assert disabled.destination_id == destination["id"]  # type: ignore[attr-defined]
+    [attempt] = [r for r in caplog.records if r.name == "hookgate.attempts"]
+    assert (attempt.destination_id, attempt.outcome, attempt.status_code) == (  # type: ignore[attr-defined]
+        destination["id"], "error", 410)

@@ -106,6 +106,11 @@ def _congested(response: Response) -> bool:
     return response.status_code in (429, 503) or response.error_kind in ("timeout", "connection")
 
 
+def _ids(destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """The ids a log line about this delivery carries (``extra=``)."""
+    return {"delivery_id": delivery["id"], "destination_id": destination["id"], "event_id": event.get("id")}
+
+
 def _tally(counts: dict[str, int], outcomes: list[str]) -> None:
     for outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -414,7 +419,7 @@ class Drainer:
         try:
             return self._attempt(destination, delivery, event)
         except Exception as exc:
-            log.exception("delivery %s failed unexpectedly", delivery["id"])
+            log.exception("delivery %s failed unexpectedly", delivery["id"], extra=_ids(destination, delivery, event))
             return self._attempt_done(destination, delivery, event, _unsent(f"internal: {type(exc).__name__}: {exc}"),
                                       destination["method"], destination["url"])
 
@@ -555,7 +560,8 @@ class Drainer:
                 outcomes.append(self._attempt_done(destination, delivery, event, response, method, url,
                                                    verdict.for_item(event["id"]) if verdict is not None else None))
             except Exception as exc:
-                log.exception("recording delivery %s of a batch failed", delivery["id"])
+                log.exception("recording delivery %s of a batch failed", delivery["id"],
+                              extra=_ids(destination, delivery, event))
                 outcomes.append(self._attempt_done(destination, delivery, event,
                                                    _unsent(f"internal: {type(exc).__name__}: {exc}"), method, url))
 
