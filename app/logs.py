@@ -15,8 +15,10 @@ unless ``HOOKGATE_LOG_LEVEL=DEBUG``. What a delivery did is hookgate's own INFO 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,7 +29,7 @@ from typing import Any, TextIO
 import click
 from gunicorn.glogging import Logger as _GunicornBase  # type: ignore[import-untyped]  # gunicorn ships no types
 
-from .config import Settings
+from .config import Settings, parse_log_format
 
 __all__ = ["IDS", "JsonFormatter", "TEXT_FORMAT", "GunicornLogger", "configure_logging", "log_attempt",
            "masked_url", "rq_log_level", "say"]
@@ -65,6 +67,58 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class StrayLines(io.TextIOBase):
+    """stderr in json format: a line that something printed past logging (gunicorn prints why a worker
+    did not boot; a plugin may print) becomes a JSON line of logger ``stderr``; JSON lines pass."""
+
+    def __init__(self, stream: TextIO):
+        super().__init__()
+        self.stream = stream
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line.startswith("{"):
+            self.stream.write(line + "\n")
+        elif line.strip():
+            record = logging.LogRecord("stderr", logging.ERROR, "", 0, line.rstrip("\r"), None, None)
+            self.stream.write(JsonFormatter().format(record) + "\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._partial:
+                self._line(self._partial)
+                self._partial = ""
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def _catch_stray_lines() -> TextIO:
+    """In json format: sys.stderr becomes a ``StrayLines`` (once); the real stream, for handlers."""
+    if not isinstance(sys.stderr, StrayLines):
+        sys.stderr = StrayLines(sys.stderr)
+    return sys.stderr.stream
+
+
 def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
 
@@ -94,6 +148,10 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
                                                                      args.exc_traceback))
 
 
+def _log_click_error(self: click.ClickException, file: Any = None) -> None:
+    logging.getLogger("hookgate").error("%s", self.format_message())
+
+
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     """This process's logging: a handler on the root logger (stderr) in ``settings.log_format``, at
     ``settings.log_level``; RQ's loggers at ``rq_log_level``. Like ``logging.basicConfig`` it leaves a
@@ -106,7 +164,8 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         return
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    real = _catch_stray_lines() if settings.log_format == "json" else sys.stderr
+    handler = logging.StreamHandler(stream or real)
     handler.setFormatter(formatter(settings.log_format))
     handler._hookgate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
@@ -117,6 +176,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_thread_uncaught
+        click.ClickException.show = _log_click_error  # type: ignore[method-assign]  # `hookgate up`'s "Error: …"
 
 
 def say(message: str, *, err: bool = False, level: int = logging.INFO, logged: str | None = None) -> None:
@@ -161,9 +221,16 @@ class GunicornLogger(_GunicornBase):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        if Settings.from_env().log_format != "json":
+        try:  # this variable only: another one that is wrong is the app's to report, in this format
+            json_lines = parse_log_format(os.environ.get("HOOKGATE_LOG_FORMAT") or "text") == "json"
+        except ValueError:
+            json_lines = False
+        if not json_lines:
             return
+        real = _catch_stray_lines()
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 if getattr(handler, "_gunicorn", False):
                     handler.setFormatter(JsonFormatter())
+                    if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                        handler.setStream(real)

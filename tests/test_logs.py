@@ -232,6 +232,24 @@ def test_hookgate_up_in_json_every_line_of_it_and_its_children(tmp_path):
     assert attempt["event_id"] == accepted.json()["ids"][0] and attempt["outcome"] == "delivered"
 
 
+def test_a_worker_that_cannot_boot_says_why_in_json_lines_too(tmp_path):
+    """gunicorn logs the exception of a worker that failed to boot, then prints it past logging: both
+    are JSON lines, the traceback inside its line."""
+    log = tmp_path / "web.log"
+    env = base_env(HOOKGATE_LOG_FORMAT="json", HOOKGATE_CA_BUNDLE=str(tmp_path / "missing.pem"),
+                   HOOKGATE_BIND=f"127.0.0.1:{free_port()}", HOOKGATE_WEB_WORKERS="1")
+    web = spawn([sys.executable, "-m", "gunicorn", "wsgi:app"], env, log)
+    try:
+        assert web.wait(60) != 0
+    finally:
+        stop_group(web)
+    lines = json_lines(log)
+    [failed] = [line for line in lines if line["message"] == "Exception in worker process"]
+    assert "Traceback" in failed["exc_info"] and "HOOKGATE_CA_BUNDLE" in failed["exc_info"]
+    assert any(line["logger"] == "stderr" and "HOOKGATE_CA_BUNDLE" in line["message"] for line in lines)
+    assert any("Worker failed to boot" in line["message"] for line in lines)
+
+
 def test_the_json_formatter_keeps_an_exception_inside_its_line():
     from hookgate.logs import JsonFormatter  # here, so that the process tests above run on code without it
 
