@@ -45,8 +45,14 @@ _format = "text"  # this process's, as configure_logging set it (for ``say``)
 _up = logging.getLogger("hookgate.up")
 
 
+_second: list[Any] = [None, ""]  # the last second formatted, and its text: one strftime a second
+
+
 def _rfc3339(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+    second = int(created)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int(created * 1000) % 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,9 +61,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"time": _rfc3339(record.created), "level": record.levelname,
                                 "logger": record.name, "message": record.getMessage()}
-        for key, value in vars(record).items():
-            if key not in _RECORD_FIELDS and not key.startswith("_") and key not in line:
-                line[key] = value
+        fields = vars(record)
+        if fields.keys() - _RECORD_FIELDS:  # given with extra= (most lines have none)
+            line.update((key, value) for key, value in fields.items()
+                        if key not in _RECORD_FIELDS and key[0] != "_" and key not in line)
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
