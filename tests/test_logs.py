@@ -106,9 +106,13 @@ def test_json_logs_from_gunicorn_and_a_worker_carry_one_attempt_line_per_attempt
         assert requests.get(f"{api}/nowhere", timeout=10).status_code == 404
         receiver.wait_for(6, timeout=60)
         assert wait_until(lambda: len(attempts_of(json_lines(worker_log))) >= 6, timeout=30), worker_log.read_text()
-        stored = requests.get(f"{api}/v1/deliveries?limit=100", headers={"Authorization": f"Bearer {ADMIN}"},
-                              timeout=10).json()["items"]
-        assert len(stored) == 6, stored
+        def settled() -> list[dict]:  # the recorder writes outcomes a moment after the attempt
+            items = requests.get(f"{api}/v1/deliveries?limit=100", headers={"Authorization": f"Bearer {ADMIN}"},
+                                 timeout=10).json()["items"]
+            return items if len(items) == 6 and all(d["status"] != "pending" for d in items) else []
+
+        assert wait_until(settled, timeout=30)
+        stored = settled()
 
     web_lines, worker_lines = json_lines(web_log), json_lines(worker_log)
     # gunicorn's own error log, its access log and the app's lines are all JSON
