@@ -22,7 +22,6 @@ import os
 import sys
 import threading
 import time
-import urllib.parse
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -32,7 +31,7 @@ from gunicorn.glogging import Logger as _GunicornBase  # type: ignore[import-unt
 from .config import Settings, parse_log_format
 
 __all__ = ["IDS", "JsonFormatter", "TEXT_FORMAT", "GunicornLogger", "configure_logging", "log_attempt",
-           "masked_url", "rq_log_level", "say"]
+           "rq_log_level", "say"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 IDS = ("event_id", "delivery_id", "destination_id", "source_id")
@@ -42,7 +41,7 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
 
 attempts = logging.getLogger("hookgate.attempts")
 _format = "text"  # this process's, as configure_logging set it (for ``say``)
-_up = logging.getLogger("hookgate.up")
+_cli = logging.getLogger("hookgate.cli")
 
 
 _second: list[Any] = [None, ""]  # the last second formatted, and its text: one strftime a second
@@ -187,23 +186,13 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 
 
 def say(message: str, *, err: bool = False, level: int = logging.INFO, logged: str | None = None) -> None:
-    """A line of ``hookgate up`` itself (``click.echo``'s arguments): printed as it is in text
-    format, a log line (logger ``hookgate.up``; ``logged`` instead of ``message`` if given: what a
+    """A line of ``hookgate up`` or ``hookgate worker`` itself (``click.echo``'s arguments): printed as it is in text
+    format, a log line (logger ``hookgate.cli``; ``logged`` instead of ``message`` if given: what a
     terminal may show and a log may not) once ``configure_logging`` set json."""
     if _format == "json":
-        _up.log(level, message if logged is None else logged)
+        _cli.log(level, message if logged is None else logged)
     else:
         click.echo(message, err=err)
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its password (if any) masked: what may be shown of a store's URL."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    user = urllib.parse.quote(urllib.parse.unquote(parts.username or ""), safe="")
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def log_attempt(destination_id: str, delivery: dict[str, str], event: dict[str, Any], status: str,

@@ -228,8 +228,8 @@ def test_hookgate_up_in_json_every_line_of_it_and_its_children(tmp_path):
         receiver.stop()
     lines = json_lines(log)
     loggers = {line["logger"] for line in lines}
-    assert {"hookgate.up", "gunicorn.error", "hookgate.attempts"} <= loggers, loggers
-    messages = [line["message"] for line in lines if line["logger"] == "hookgate.up"]
+    assert {"hookgate.cli", "gunicorn.error", "hookgate.attempts"} <= loggers, loggers
+    messages = [line["message"] for line in lines if line["logger"] == "hookgate.cli"]
     assert any(m.startswith("hookgate is up") for m in messages) and "hookgate: stopped" in messages
     assert token not in log.read_text()  # a log keeps no secret: the token's file is named instead
     [attempt] = attempts_of(lines)
@@ -269,8 +269,8 @@ def test_the_json_formatter_keeps_an_exception_inside_its_line():
     assert "Traceback" in line["exc_info"] and "ValueError: boom" in line["exc_info"]
 
 
-def test_rq_logs_below_info_unless_debug_and_a_store_password_is_masked():
-    from hookgate.logs import masked_url, rq_log_level
+def test_rq_logs_below_info_unless_debug_and_the_format_is_checked():
+    from hookgate.logs import rq_log_level
 
     assert rq_log_level(Settings()) == "WARNING"
     assert rq_log_level(Settings(log_level="debug")) == "DEBUG"
@@ -278,9 +278,6 @@ def test_rq_logs_below_info_unless_debug_and_a_store_password_is_masked():
     assert Settings().log_format == "text"
     with pytest.raises(ValueError, match="HOOKGATE_LOG_FORMAT"):
         Settings.from_env({"HOOKGATE_LOG_FORMAT": "xml"})
-    assert masked_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
-    assert masked_url("redis://u:s3cret@h:1") == "redis://u:***@h:1"
-    assert masked_url("redis://h:1/2") == "redis://h:1/2"
 
 
 def test_the_start_up_line_names_no_blocked_plugin(caplog):
