@@ -27,6 +27,7 @@ from .embedded import STORE_NAME, EmbeddedServer, EmbeddedStoreError, exit_statu
 from .errors import HookgateError
 from .exchange import export_document, import_document
 from .lifetime import own_session_dying_with_parent
+from .logs import configure_logging, say
 from .plugins import PluginError, load
 from .presets import PresetCatalog, public_preset
 from .secrets import generate_key
@@ -62,9 +63,9 @@ def web(bind: str | None, workers: int | None) -> None:
 def worker(burst: bool, name: str | None) -> None:
     """Deliver: an RQ worker, hookgate's ticker (retries, expired leases) and the delivery engine."""
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     rt = runtime.Runtime(settings)
-    click.echo(f"hookgate worker: store {describe(settings)}", err=True)
+    say(f"hookgate worker: store {describe(settings)}", err=True)
     rt.load_plugins()  # a misspelt hook or a clashing preset stops the worker before it takes work
     runtime.install(rt)
     if burst:
@@ -117,14 +118,14 @@ class _Supervisor:
             if child.poll() is None:
                 continue
             if time.monotonic() < self.store_outage_until:
-                click.echo(f"hookgate: {name} {exit_status(child.returncode)} while {STORE_NAME} was away; "
-                           "restarting it", err=True)
+                say(f"hookgate: {name} {exit_status(child.returncode)} while {STORE_NAME} was away; "
+                    "restarting it", err=True)
                 self.start(name)
                 continue
             recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
             if len(recent) >= 5:
                 raise click.ClickException(f"{name} keeps exiting (it {exit_status(child.returncode)}); stopping")
-            click.echo(f"hookgate: {name} {exit_status(child.returncode)}; restarting it", err=True)
+            say(f"hookgate: {name} {exit_status(child.returncode)}; restarting it", err=True, level=logging.WARNING)
             self.restarts[name] = recent + [time.monotonic()]
             self.start(name)
 
@@ -137,14 +138,14 @@ class _Supervisor:
         if len(recent) >= 5:
             raise click.ClickException(f"{STORE_NAME} keeps exiting (it {status}); stopping")
         self.restarts[STORE_NAME] = recent + [time.monotonic()]
-        click.echo(f"hookgate: {STORE_NAME} (pid {store.process.pid}) {status}; restarting it on "
-                   f"{store.host}:{store.port} with its data in {store.directory}", err=True)
+        say(f"hookgate: {STORE_NAME} (pid {store.process.pid}) {status}; restarting it on "
+            f"{store.host}:{store.port} with its data in {store.directory}", err=True, level=logging.WARNING)
         began = time.monotonic()
         self.store_outage_until = float("inf")
         _start_store(store)
         self.store_outage_until = time.monotonic() + STORE_GRACE_S
-        click.echo(f"hookgate: {STORE_NAME} is back (pid {store.process.pid}, answering "
-                   f"{time.monotonic() - began:.1f} s after its restart, its append-only file replayed)", err=True)
+        say(f"hookgate: {STORE_NAME} is back (pid {store.process.pid}, answering "
+            f"{time.monotonic() - began:.1f} s after its restart, its append-only file replayed)", err=True)
 
     def stop(self, timeout: float = 15.0) -> None:
         for child in self.children.values():
@@ -187,18 +188,19 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
        store_port: int | None) -> None:
     """Run everything: the embedded store (unless HOOKGATE_REDIS_URL is set), the API and workers."""
     settings = Settings.from_env()
+    configure_logging(settings)
     data = Path(data_dir or settings.data_dir).resolve()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ, HOOKGATE_DATA_DIR=str(data))
 
     server = None
     if settings.external_store:
-        click.echo(f"store: {describe(settings)}")
+        say(f"store: {describe(settings)}")
     else:
         server = EmbeddedServer(data, port=store_port)
         _start_store(server)
         env["HOOKGATE_REDIS_URL"] = server.url
-        click.echo(f"store: embedded Valkey at {server.shown_url} (data in {server.directory})")
+        say(f"store: embedded Valkey at {server.shown_url} (data in {server.directory})")
 
     token = settings.admin_token or _secret_file(data / "admin_token", lambda: "hga_" + secrets.token_urlsafe(32))
     env["HOOKGATE_ADMIN_TOKEN"] = token
@@ -206,8 +208,8 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
         env["HOOKGATE_SECRET_KEY"] = _secret_file(data / "secret_key", generate_key)
     if not os.environ.get("HOOKGATE_ALLOWED_NETWORKS"):
         env["HOOKGATE_ALLOWED_NETWORKS"] = LOOPBACK
-        click.echo(f"note: deliveries to loopback ({LOOPBACK}) are allowed for local testing; "
-                   "set HOOKGATE_ALLOWED_NETWORKS to change that")
+        say(f"note: deliveries to loopback ({LOOPBACK}) are allowed for local testing; "
+            "set HOOKGATE_ALLOWED_NETWORKS to change that")
 
     me = [sys.executable, "-m", "hookgate.cli"]
     commands = {"web": me + ["web", "--bind", f"{host}:{port}", "--workers", str(web_workers)]}
@@ -228,18 +230,19 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
             supervisor.start(name)
         api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         _wait_healthy(f"{api}/healthz", supervisor)
-        click.echo(f"hookgate is up: API {api}  ({worker_count} worker(s))")
-        click.echo(f"admin token: {token}")
-        click.echo("Ctrl-C stops everything.")
+        say(f"hookgate is up: API {api}  ({worker_count} worker(s))")
+        say(f"admin token: {token}", logged="admin token: " + (  # a log keeps no secret
+            "HOOKGATE_ADMIN_TOKEN" if settings.admin_token else f"in {data / 'admin_token'}"))
+        say("Ctrl-C stops everything.")
         while not stopping:
             supervisor.check()
             time.sleep(0.2)
     finally:
-        click.echo("hookgate: stopping", err=True)
+        say("hookgate: stopping", err=True)
         supervisor.stop()
         if server is not None:
             server.stop()
-        click.echo("hookgate: stopped", err=True)
+        say("hookgate: stopped", err=True)
 
 
 def _catalog() -> PresetCatalog:

@@ -79,6 +79,15 @@ def parse_durability(value: str) -> str:
     return value.strip().lower()
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(value: str) -> str:
+    if value.strip().lower() not in LOG_FORMATS:
+        raise ValueError(f"not a log format: {value!r} (use text or json)")
+    return value.strip().lower()
+
+
 def parse_networks(value: str | list[str] | tuple[Network, ...]) -> tuple[Network, ...]:
     """Comma-separated CIDRs (``"127.0.0.0/8, ::1/128"``) → networks."""
     if isinstance(value, tuple):
@@ -110,6 +119,7 @@ class Settings:
     template_max_bytes: int = 256 * 1024
     template_timeout_s: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "text"
     signature_tolerance_s: float = 300.0
     smtp_url: str | None = None
     https_only: bool = False
@@ -140,6 +150,7 @@ class Settings:
         "template_max_bytes": ("HOOKGATE_TEMPLATE_MAX_BYTES", int),
         "template_timeout_s": ("HOOKGATE_TEMPLATE_TIMEOUT", parse_duration),
         "log_level": ("HOOKGATE_LOG_LEVEL", str),
+        "log_format": ("HOOKGATE_LOG_FORMAT", parse_log_format),
         "signature_tolerance_s": ("HOOKGATE_SIGNATURE_TOLERANCE", parse_duration),
         "smtp_url": ("HOOKGATE_SMTP_URL", str),
         "https_only": ("HOOKGATE_HTTPS_ONLY", parse_bool),

@@ -86,12 +86,16 @@ def notify_once(rt: Runtime, destination: dict[str, Any], message: dict[str, Any
         body = json.dumps(message).encode()
         response = rt.sender.send("POST", notify["url"], {"Content-Type": "application/json"}, body, 10.0)
         if response.status_code is None or response.status_code >= 300:
-            log.warning("notification to %s failed: %s", notify["url"], response.error or response.status_code)
+            # not the URL: a webhook URL is often its own secret (Slack's, Zapier's)
+            log.warning("the notification webhook of destination %s failed: %s", destination["id"],
+                        response.status_code or response.error_kind or "no answer",
+                        extra={"destination_id": destination["id"]})
     if notify.get("email"):
         try:
             _send_email(rt, notify["email"], message)
         except (OSError, smtplib.SMTPException, ValueError) as exc:
-            log.warning("notification e-mail to %s failed: %s", notify["email"], exc)
+            log.warning("notification e-mail to %s failed: %s", notify["email"], exc,
+                        extra={"destination_id": destination["id"]})
 
 
 def send_due(rt: Runtime, limit: int = 100) -> int:
@@ -110,7 +114,8 @@ def send_due(rt: Runtime, limit: int = 100) -> int:
             try:
                 notify_once(rt, destination)
             except Exception:  # one bad destination must not stop the others' notifications
-                log.exception("notifying about destination %s failed", destination_id)
+                log.exception("notifying about destination %s failed", destination_id,
+                              extra={"destination_id": destination_id})
             sent += 1
     return sent
 

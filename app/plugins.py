@@ -43,7 +43,8 @@ class Plugins:
         self.filters: dict[str, Any] = {}
         self.globals: dict[str, Any] = {}
         for plugin_name, plugin in manager.list_name_plugin():
-            self._collect(plugin_name or "?", plugin)
+            if plugin is not None:  # None: a name HOOKGATE_BLOCK_PLUGINS blocked
+                self._collect(plugin_name or "?", plugin)
         self.activate()
         for preset in self.presets.values():
             try:
@@ -78,7 +79,8 @@ class Plugins:
             _active = self
 
     def names(self) -> list[str]:
-        return sorted(name for name, _ in self.manager.list_name_plugin() if name)
+        """The loaded plugins' names (not the blocked ones)."""
+        return sorted(name for name, plugin in self.manager.list_name_plugin() if name and plugin is not None)
 
     def classify(self, preset: Preset, response: Any, references: list[str]) -> Verdict | None:
         verdict = self.manager.hook.classify_response(preset=preset, response=response, references=references)

@@ -11,6 +11,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]  # gunicorn ships no types
 
 from .factory import create_app
+from .logs import GunicornLogger
 
 __all__ = ["gunicorn_options", "WebServer"]
 
@@ -26,6 +27,7 @@ def gunicorn_options(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "accesslog": environ.get("HOOKGATE_ACCESS_LOG") or None,
         "errorlog": "-",
         "loglevel": environ.get("HOOKGATE_LOG_LEVEL", "info").lower(),
+        "logger_class": GunicornLogger,  # HOOKGATE_LOG_FORMAT for gunicorn's own lines too
         # gunicorn's walls, above the API's own limits (api.MAX_URL_BYTES, MAX_HEADER_FIELDS,
         # MAX_HEADER_BYTES) so that what lies between gets hookgate's JSON 414/431. The request line
         # stays at 8190, gunicorn's maximum: past it the only setting is "unlimited", and its parser

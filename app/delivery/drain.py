@@ -28,6 +28,7 @@ from typing import Any, cast
 from .. import runtime
 from ..deliveries import as_record, queue_read
 from ..destinations import DestinationStore
+from ..logs import log_attempt
 from ..policies import PolicyStore, Throttle
 from ..presets import Verdict
 from ..rendering import Rendered, RenderError, render_delivery
@@ -103,6 +104,11 @@ def _place(delivery: dict[str, str], ordered: bool = False) -> int:
 def _congested(response: Response) -> bool:
     """An answer that says the receiver has too much: the lanes' limit is cut."""
     return response.status_code in (429, 503) or response.error_kind in ("timeout", "connection")
+
+
+def _ids(destination: dict[str, Any], delivery: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """The ids a log line about this delivery carries (``extra=``)."""
+    return {"delivery_id": delivery["id"], "destination_id": destination["id"], "event_id": event.get("id")}
 
 
 def _tally(counts: dict[str, int], outcomes: list[str]) -> None:
@@ -413,7 +419,7 @@ class Drainer:
         try:
             return self._attempt(destination, delivery, event)
         except Exception as exc:
-            log.exception("delivery %s failed unexpectedly", delivery["id"])
+            log.exception("delivery %s failed unexpectedly", delivery["id"], extra=_ids(destination, delivery, event))
             return self._attempt_done(destination, delivery, event, _unsent(f"internal: {type(exc).__name__}: {exc}"),
                                       destination["method"], destination["url"])
 
@@ -554,7 +560,8 @@ class Drainer:
                 outcomes.append(self._attempt_done(destination, delivery, event, response, method, url,
                                                    verdict.for_item(event["id"]) if verdict is not None else None))
             except Exception as exc:
-                log.exception("recording delivery %s of a batch failed", delivery["id"])
+                log.exception("recording delivery %s of a batch failed", delivery["id"],
+                              extra=_ids(destination, delivery, event))
                 outcomes.append(self._attempt_done(destination, delivery, event,
                                                    _unsent(f"internal: {type(exc).__name__}: {exc}"), method, url))
 
@@ -592,6 +599,7 @@ class Drainer:
             "response_headers": response.headers,
         }
         self._record(destination["id"], delivery, decision.status, attempt, due, shown_due=shown_due)
+        log_attempt(destination["id"], delivery, event, decision.status, attempt)
         self.settled.append(decision.outcome)
         if decision.status == "failed":
             self.settled.append("failed")

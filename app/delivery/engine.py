@@ -265,7 +265,8 @@ class Engine:
         try:
             self.run_lane(self, run, lane)
         except Exception:
-            log.exception("a lane of destination %s failed", run.destination_id)
+            log.exception("a lane of destination %s failed", run.destination_id,
+                          extra={"destination_id": run.destination_id})
         finally:
             run.exit(lane)
 

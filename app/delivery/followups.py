@@ -83,7 +83,8 @@ class FollowUps:
             if attempt is not None and attempt.get("status_code") == 410:
                 self.disable(destination, "gone", "the destination answered 410 Gone")
         except Exception:  # what follows must never lose the outcome already recorded
-            log.exception("after-attempt work failed for delivery %s", delivery.get("id"))
+            log.exception("after-attempt work failed for delivery %s", delivery.get("id"),
+                          extra={"delivery_id": delivery.get("id"), "destination_id": destination["id"]})
 
     def after_chunk(self, destination: dict[str, Any], outcomes: list[str], probe: bool = False) -> None:
         """After a chunk of attempts: statistics, the continuous-failure clock, the breaker. ``probe``:
@@ -100,7 +101,8 @@ class FollowUps:
             elif any(o in FAILURES for o in outcomes):
                 self._check_breaker(destination, settings)
         except Exception:
-            log.exception("settling outcomes failed for destination %s", destination["id"])
+            log.exception("settling outcomes failed for destination %s", destination["id"],
+                          extra={"destination_id": destination["id"]})
 
     def _count(self, did: str, outcomes: list[str]) -> None:
         """The chunk's statistics, and the continuous-failure clock: it starts at the first failure
@@ -171,7 +173,8 @@ class FollowUps:
             self._recovered(destination, state)
         elif failed and not self._failed_too_long(destination, settings):
             reopened = self.breaker.reopen(did, settings, state)
-            log.warning("destination %s: the probe failed, paused for %.0f s", did, reopened.cooldown_s or 0)
+            log.warning("destination %s: the probe failed, paused for %.0f s", did, reopened.cooldown_s or 0,
+                        extra={"destination_id": did})
 
     def _failed_too_long(self, destination: dict[str, Any], settings: BreakerSettings) -> bool:
         """Disable the destination if it has failed continuously for ``failing_for_s``."""
@@ -183,7 +186,8 @@ class FollowUps:
         return True
 
     def _paused(self, destination: dict[str, Any], settings: BreakerSettings, state: State, detail: str) -> None:
-        log.warning("destination %s paused for %.0f s: %s", destination["id"], state.cooldown_s or 0, detail)
+        log.warning("destination %s paused for %.0f s: %s", destination["id"], state.cooldown_s or 0, detail,
+                    extra={"destination_id": destination["id"]})
         self._tell(destination, "destination.paused", detail, reason="failure_rate", paused_until=state.paused_until,
                    cooldown_s=state.cooldown_s, trips=state.trips,
                    action=f"none needed: one probe request goes when the cool-down ends, and the backlog flows "
@@ -193,7 +197,8 @@ class FollowUps:
     def _recovered(self, destination: dict[str, Any], state: State) -> None:
         paused_for = (now_ms() - state.opened_at) / 1000 if state.opened_at is not None else 0.0
         detail = f"a probe was delivered after {paused_for:.0f} s paused: the backlog flows again"
-        log.warning("destination %s recovered: %s", destination["id"], detail)
+        log.warning("destination %s recovered: %s", destination["id"], detail,
+                    extra={"destination_id": destination["id"]})
         self._tell(destination, "destination.recovered", detail, paused_at=state.opened_at,
                    paused_for_s=round(paused_for, 3), trips=state.trips)
 
@@ -215,7 +220,8 @@ class FollowUps:
             return
         store.update(destination["id"], {"enabled": False, "disabled_reason": reason, "disabled_detail": detail,
                                          "disabled_at": now_ms()})
-        log.warning("destination %s disabled: %s", destination["id"], detail)
+        log.warning("destination %s disabled: %s", destination["id"], detail,
+                    extra={"destination_id": destination["id"]})
         disabled_event = _own_event("destination.disabled", {
             "destination_id": destination["id"], "name": destination["name"], "url": destination["url"],
             "reason": reason, "detail": detail})

@@ -30,6 +30,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from ..logs import rq_log_level
 from ..runtime import Runtime
 from .drain import run_lane
 from .engine import Engine, install_engine
@@ -157,7 +158,7 @@ def _work(rt: Runtime, name: str | None, outage: Outage, engine: Engine) -> None
         worker = make_worker(rt, name, outage)
         name = worker.name
         try:
-            worker.work(logging_level=rt.settings.log_level.upper())
+            worker.work(logging_level=rq_log_level(rt.settings))
         except _LEAVING as exc:  # before the loop (registering the worker)
             worker.store_lost = True
             outage.lost(exc)
