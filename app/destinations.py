@@ -94,6 +94,13 @@ class DestinationStore:
         raw = self.db.hget(keys.destinations, destination_id)
         return json.loads(raw) if raw is not None else None
 
+    def find_many(self, destination_ids: list[str]) -> list[dict[str, Any] | None]:
+        """``find`` for each of ``destination_ids``, in one read."""
+        if not destination_ids:
+            return []
+        return [json.loads(raw) if raw is not None else None
+                for raw in self.db.hmget(keys.destinations, destination_ids)]
+
     def all(self) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.db.hvals(keys.destinations)), key=lambda d: d["id"])
 

@@ -63,8 +63,7 @@ def drain_destination(*destination_ids: str) -> dict[str, int]:
     at a time. Returns counts by outcome."""
     engine = current_engine()
     if engine is not None:
-        for destination_id in destination_ids:
-            engine.adopt(destination_id)
+        engine.adopt(list(destination_ids))
         return {"adopted": len(destination_ids)}
     counts: Counter[str] = Counter()
     for destination_id in destination_ids:

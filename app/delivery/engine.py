@@ -237,18 +237,22 @@ class Engine:
         self._watcher = threading.Thread(target=self._watch, name="hookgate-engine-watch", daemon=True)
         self._watcher.start()
 
-    def adopt(self, destination_id: str) -> None:
-        """Send what is due for the destination, alongside every other destination in flight here
-        (the drain job's wake flag is the engine's now: ``queue.own``). Through a store outage it
-        waits for the store."""
+    def adopt(self, destination_ids: list[str]) -> None:
+        """Send what is due for the destinations (a drain job's), alongside every other destination in
+        flight here (the job's wake flags are the engine's now: ``queue.own``; one script call and one
+        read of their records for the whole job). Through a store outage it waits for the store."""
         while True:
             try:
-                pending.own(self.rt.db, destination_id, self.flag_ttl_ms)
-                destination = DestinationStore(self.rt.db).find(destination_id)
+                pending.own(self.rt.db, destination_ids, self.flag_ttl_ms)
+                records = DestinationStore(self.rt.db).find_many(destination_ids)
                 break
             except STORE_ERRORS as exc:
                 if not self.outage.wait(exc):
                     raise
+        for destination_id, destination in zip(destination_ids, records, strict=True):
+            self._start(destination_id, destination)
+
+    def _start(self, destination_id: str, destination: dict[str, Any] | None) -> None:
         with self._lock:
             run = self._runs.get(destination_id)
             if run is not None and run.adopt():

@@ -306,11 +306,11 @@ def _release(db: redis.Redis, destination_id: str, ids: list[str], holder: str, 
     )
 
 
-def own(db: redis.Redis, destination_id: str, ttl_ms: int) -> None:
-    """A drain job handed its destination to an engine: its wake flag lives ``ttl_ms`` (the lease)
-    from now, not as long as a job may wait in the queue, and the engine keeps it alive (``keep``)
+def own(db: redis.Redis, destination_ids: Iterable[str], ttl_ms: int) -> None:
+    """A drain job handed its destinations to an engine: their wake flags live ``ttl_ms`` (the lease)
+    from now, not as long as a job may wait in the queue, and the engine keeps them alive (``keep``)
     while it drains; so a flag outlives the death of the worker holding it by at most the lease."""
-    _keep(db, [destination_id], ttl_ms, shorten=True)
+    _keep(db, list(destination_ids), ttl_ms, shorten=True)
 
 
 def keep(db: redis.Redis, destination_ids: Iterable[str], ttl_ms: int) -> None:

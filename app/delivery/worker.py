@@ -196,8 +196,7 @@ def _resume(worker: HookgateWorker, engine: Engine, outage: Outage) -> bool:
             worker.register_death()
             job = worker.interrupted
             if job is not None and job.func_name == DRAIN_JOB:
-                for destination_id in job.args:
-                    engine.adopt(str(destination_id))
+                engine.adopt([str(destination_id) for destination_id in job.args])
                 with contextlib.suppress(Exception):  # RQ's record of it; its registries clean up too
                     job.delete()
             return True
