@@ -14,7 +14,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -105,8 +105,12 @@ class Router:
         self._index = RoutingIndex(())
         self._sources: dict[str, dict[str, Any]] = {}
 
-    def refresh(self) -> RoutingIndex:
-        version = self.db.get(keys.config_version) or "0"
+    def refresh(self, version: str | None = None) -> RoutingIndex:
+        """The index for the configuration's current version (``version``: as the caller just read
+        it, saving a round trip), rebuilt when it changed."""
+        if version is None:
+            version = cast(str | None, self.db.get(keys.config_version))
+        version = version or "0"
         if version != self._version:
             with self._lock:
                 if version != self._version:

@@ -111,13 +111,13 @@ class Breaker:
         return State.parse(cast(dict[str, str], self.db.hgetall(keys.breaker(destination_id))))
 
     # -- the drain job asks ----------------------------------------------------------------------------
-    def gate(self, destination: dict[str, Any]) -> Gate:
-        """May the destination's drain job send? An open breaker whose cool-down ended turns
-        half-open here: the job that asked sends the probe (one drain job per destination at a time,
-        so one probe)."""
+    def gate(self, destination: dict[str, Any], state: State | None = None) -> Gate:
+        """May the destination's drain job send? ``state``: the breaker's, if the caller read it. An
+        open breaker whose cool-down ended turns half-open here: the job that asked sends the probe
+        (one drain job per destination at a time, so one probe)."""
         if not BreakerSettings.of(destination).enabled:
             return Gate(SEND)
-        state = self.load(destination["id"])
+        state = state if state is not None else self.load(destination["id"])
         if state.state == OPEN and state.paused_until is not None and state.paused_until > now_ms():
             return Gate(PAUSED, state.paused_until)
         if state.state == OPEN:

@@ -35,7 +35,7 @@ from ..rendering import Rendered, RenderError, render_delivery
 from ..store import keys, now_ms
 from . import queue as pending
 from .batch import render_batch
-from .breaker import OPEN, PAUSED, PROBE, Breaker
+from .breaker import OPEN, PAUSED, PROBE, Breaker, State
 from .classify import classify_attempt
 from .dispatch import Dispatcher
 from .engine import Engine, Lanes, current_engine
@@ -162,9 +162,8 @@ class Drainer:
         while True:
             if self.lanes is not None and not self.lanes.stays(self.lane):
                 return counts
-            self.rt.router.refresh()  # routing for outcome events and the fail branch, once per chunk
-            destination = self.destinations.find(destination_id)
-            if destination is not None and not self._may_send(destination):
+            destination, breaker = self._round_start(destination_id)
+            if destination is not None and not self._may_send(destination, breaker):
                 return counts
             timeout = float(destination["timeout_s"]) if destination else 1.0
             lease_s = max(self.settings.lease_s, timeout + LEASE_MARGIN_S)
@@ -177,7 +176,18 @@ class Drainer:
             if not going_on:
                 return counts
 
-    def _may_send(self, destination: dict[str, Any]) -> bool:
+    def _round_start(self, destination_id: str) -> tuple[dict[str, Any] | None, State]:
+        """What a round starts from, in one round trip: the configuration's version (routing for
+        outcome events and the fail branch, once per chunk), the destination and its breaker."""
+        with self.db.pipeline(transaction=False) as pipe:
+            pipe.get(keys.config_version)
+            pipe.hget(keys.destinations, destination_id)
+            pipe.hgetall(keys.breaker(destination_id))
+            version, raw, breaker = pipe.execute()
+        self.rt.router.refresh(version)
+        return (json.loads(raw) if raw is not None else None), State.parse(breaker)
+
+    def _may_send(self, destination: dict[str, Any], breaker: State) -> bool:
         """Whether this round may send: not if the destination is disabled (its backlog waits;
         enabling it puts it back on the due list) or its breaker is open (held until the cool-down
         ends). A half-open breaker lets this round send its probe."""
@@ -185,7 +195,7 @@ class Drainer:
             self.db.zrem(keys.due, destination["id"])
             self.db.delete(keys.wake(destination["id"]))
             return False
-        gate = self.breaker.gate(destination)
+        gate = self.breaker.gate(destination, breaker)
         if gate.action == PAUSED and gate.until is not None:
             if self.lanes is not None and not self.lanes.last(self.lane):
                 return False  # the last lane holds the destination
