@@ -228,11 +228,13 @@ class Drainer:
             if current is None or not current.get("enabled", True):
                 self._stop_lanes()
                 return True  # disabled (failing too long) or a 410: the next round's first check ends the job
-        if self._yielded(destination_id) or self._handed_over(destination_id, lease_s):
+        if self._yielded(destination_id):
             return False
-        if len(ids) < count:  # all that was due: end now rather than after a round that takes nothing
-            return self._more_came(destination_id)
-        return True
+        # All that was due: end now rather than after a round that takes nothing, and hand over (a job
+        # at the back of the queue) only when more came due past the budget.
+        if len(ids) < count and not self._more_came(destination_id):
+            return False
+        return not self._handed_over(destination_id, lease_s)
 
     def _more_came(self, destination_id: str) -> bool:
         """The chunk was all that was due: the last lane ends the run unless more came due meanwhile
