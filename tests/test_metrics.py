@@ -3,7 +3,9 @@ receivers. The counts read back must be what the receivers got, whichever gunico
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -200,3 +202,18 @@ def test_without_a_token_set_metrics_are_open(client):
     assert {"hookgate_delivery_attempts", "hookgate_events_ingested", "hookgate_pending_deliveries",
             "hookgate_breaker_state", "hookgate_requests_in_flight", "hookgate_delivery_attempt_duration_seconds",
             "hookgate_oldest_pending_age_seconds", "hookgate_metrics_truncated"} <= names
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_are_exposed(client):
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-hookgate.json").read_text())
+    families = {family.name: family.type
+                for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    exposed = {name + suffix for name, kind in families.items()
+               for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(kind, ("",))}
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bhookgate_[a-z_]+", expr)}
+    assert used and used <= exposed, used - exposed
+    assert {"hookgate_delivery_attempts_total", "hookgate_pending_deliveries", "hookgate_oldest_pending_age_seconds",
+            "hookgate_delivery_attempt_duration_seconds_bucket", "hookgate_breaker_state",
+            "hookgate_requests_in_flight", "hookgate_events_ingested_total"} <= used
+    assert any(expr.startswith("histogram_quantile(0.99,") for expr in exprs)
