@@ -217,3 +217,20 @@ def test_the_grafana_dashboard_uses_only_metrics_that_are_exposed(client):
             "hookgate_delivery_attempt_duration_seconds_bucket", "hookgate_breaker_state",
             "hookgate_requests_in_flight", "hookgate_events_ingested_total"} <= used
     assert any(expr.startswith("histogram_quantile(0.99,") for expr in exprs)
+
+
+def test_the_counters_of_a_deleted_source_or_destination_expire_with_retention(
+        client, admin, make_source, make_destination, post_events, receiver, work, db, rt):
+    source_id, key = make_source()
+    destination = make_destination(receiver.url)
+    assert post_events(source_id, key, [{"name": "a"}, {"name": "b"}]).status_code == 202
+    work()
+    assert db.hget(keys.metrics_ingest(source_id), "generic|accepted") == "2"
+    assert db.hget(keys.metrics_attempts(destination["id"]), "delivered") == "2"
+    assert client.delete(f"/v1/sources/{source_id}", headers=admin).status_code == 204
+    assert client.delete(f"/v1/destinations/{destination['id']}", headers=admin).status_code == 204
+    for counters in (keys.metrics_ingest(source_id), keys.metrics_attempts(destination["id"]),
+                     keys.metrics_latency(destination["id"])):
+        assert 0 < db.ttl(counters) <= rt.settings.event_retention_s
+    samples = client.get("/metrics").get_data(as_text=True)
+    assert source_id not in samples and destination["id"] not in samples
