@@ -55,13 +55,14 @@ def stack(tmp_path: Path, redis_url, db):
     port = free_port()
     env = _env(HOOKGATE_REDIS_URL=redis_url, HOOKGATE_ADMIN_TOKEN=ADMIN, HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8",
                HOOKGATE_BIND=f"127.0.0.1:{port}", HOOKGATE_WEB_WORKERS="2", HOOKGATE_METRICS_TOKEN=METRICS_TOKEN,
-               HOOKGATE_TICK="0.2s")
+               HOOKGATE_TICK="0.2s", HOOKGATE_ACCESS_LOG=str(tmp_path / "access.log"),
+               GUNICORN_CMD_ARGS="--access-logformat='%(p)s %(U)s'")  # which process answered which path
     processes = [spawn([sys.executable, "-m", "gunicorn", "wsgi:app"], env, tmp_path / "web.log")]
     processes += [spawn(hookgate("worker", "--name", f"m{n}"), env, tmp_path / f"worker{n}.log") for n in range(2)]
     api = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{api}/healthz", process=processes[0], log=tmp_path / "web.log")
-        yield api
+        yield api, tmp_path / "access.log"
     finally:
         for process in processes:
             stop_group(process)
@@ -80,6 +81,15 @@ def _post(api: str, source: dict, events) -> dict:
     return response.json()
 
 
+def _access_lines(access_log: Path) -> list[str]:
+    return access_log.read_text().splitlines() if access_log.exists() else []
+
+
+def _answering(access_log: Path, since: int) -> set[str]:
+    """The gunicorn processes (pids) that answered a scrape after the first ``since`` log lines."""
+    return {line.split()[0] for line in _access_lines(access_log)[since:] if line.split()[1:] == ["/metrics"]}
+
+
 def _token_is_required(api: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {METRICS_TOKEN}"}):
         response = requests.get(f"{api}/metrics", headers=headers, timeout=10)
@@ -90,7 +100,7 @@ def _token_is_required(api: str) -> None:
 
 
 def test_metrics_read_back_what_the_receivers_got_from_every_process_and_want_the_token(stack, db):
-    api = stack
+    api, access_log = stack
     _token_is_required(api)
     good, bad = Receiver().start(), Receiver(lambda request: Reply(status=500)).start()
     try:
@@ -119,7 +129,12 @@ def test_metrics_read_back_what_the_receivers_got_from_every_process_and_want_th
         assert wait_until(lambda: value(scrape(api), "hookgate_deliveries_settled_total",
                                         destination_id=failing["id"], outcome="failed") == N_BAD, timeout=30)
 
-        scrapes = [scrape(api) for _ in range(6)]  # new connections: both gunicorn processes answer
+        since = len(_access_lines(access_log))
+        scrapes = [scrape(api)]  # each on a new connection, until both gunicorn processes have answered
+        while len(_answering(access_log, since)) < 2 and len(scrapes) < 100:
+            scrapes.append(scrape(api))
+        assert len(_answering(access_log, since)) == 2, access_log.read_text()[-2000:]
+        assert len(scrapes) >= 2
         counters = [{k: v for k, v in s.items() if k[0].endswith(("_total", "_bucket", "_count", "_sum"))}
                     for s in scrapes]
         assert all(c == counters[0] for c in counters), "counters differ between scrapes"
@@ -174,7 +189,7 @@ def test_metrics_read_back_what_the_receivers_got_from_every_process_and_want_th
 
 
 def test_requests_in_flight_are_summed_over_the_workers(stack):
-    api = stack
+    api, access_log = stack
     slow = Receiver(lambda request: Reply(delay=3)).start()
     try:
         source = _create(api, "/v1/sources", {"name": "slow"})
