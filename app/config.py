@@ -126,6 +126,7 @@ class Settings:
     smtp_from: str = "hookgate@localhost"
     blocked_plugins: tuple[str, ...] = ()
     ca_bundle: str | None = None
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)  # GET /metrics wants it when set
 
     # name of the field → (environment variable, parser)
     ENV: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -157,6 +158,7 @@ class Settings:
         "smtp_from": ("HOOKGATE_SMTP_FROM", str),
         "blocked_plugins": ("HOOKGATE_BLOCK_PLUGINS", parse_names),
         "ca_bundle": ("HOOKGATE_CA_BUNDLE", check_bundle),
+        "metrics_token": ("HOOKGATE_METRICS_TOKEN", str),
     }
 
     def __post_init__(self) -> None:

@@ -221,6 +221,12 @@ class DestinationStore:
             # Its index of deliveries goes when the newest of them does (the ticker trims only the
             # indexes of destinations that exist): nothing of a deleted destination outlives retention.
             pipe.expire(keys.destination_deliveries(destination_id), max(1, int(retention_s)))
+            # So do its /metrics counters (made now if absent, so that the skips and the answers still to
+            # come add to keys that expire).
+            for counters, field in ((keys.metrics_attempts(destination_id), "skipped"),
+                                    (keys.metrics_latency(destination_id), "count")):
+                pipe.hincrby(counters, field, 0)
+                pipe.expire(counters, max(1, int(retention_s)))
             removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no destination {destination_id!r}", {"id": destination_id})

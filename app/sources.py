@@ -140,6 +140,7 @@ class SourceStore:
             pipe.hdel(keys.sources, source_id)
             bump_config(pipe)
             pipe.expire(keys.source_events(source_id), max(1, int(retention_s)))
+            pipe.expire(keys.metrics_ingest(source_id), max(1, int(retention_s)))  # its /metrics counters
             removed = pipe.execute()[0]
         if not removed:
             raise NotFound(f"no source {source_id!r}", {"id": source_id})

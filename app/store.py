@@ -280,6 +280,20 @@ class keys:
     def stats(destination_id: str, unit: str, bucket: int) -> str:  # hash: outcome → count (TTL: 2 h / 8 d)
         return f"{PREFIX}stats:{destination_id}:{unit}:{bucket}"
 
+    # -- /metrics: cumulative counters (no TTL: a Prometheus counter only goes up) ----------------------
+    @staticmethod
+    def metrics_attempts(destination_id: str) -> str:  # hash: outcome → count since the start
+        return f"{PREFIX}metrics:attempts:{destination_id}"
+
+    @staticmethod
+    def metrics_latency(destination_id: str) -> str:  # hash: bucket bound (ms) / "sum_ms" / "count" → value
+        return f"{PREFIX}metrics:latency:{destination_id}"
+
+    @staticmethod
+    def metrics_ingest(source_id: str) -> str:  # hash: "<kind>|<result>" → events since the start
+        return f"{PREFIX}metrics:ingest:{source_id}"
+
+
     @staticmethod
     def replay(replay_id: str) -> str:  # hash: a bulk replay's progress (TTL: 7 days)
         return f"{PREFIX}replay:{replay_id}"

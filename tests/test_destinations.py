@@ -115,16 +115,20 @@ def test_a_long_run_leaves_no_key_without_a_ttl_but_configuration_and_bounded_in
     configuration = {keys.sources, keys.destinations, keys.destination_ids, keys.auth_profiles, keys.policies,
                      keys.presets, keys.admin_tokens, keys.admin_token_hashes, keys.config_version}
     queue = {keys.deliveries, keys.leases, keys.lease_holders, keys.due, keys.notify,
-             *(keys.status(status) for status in STATUSES), keys.events, keys.source_events(source_id)}
+             *(keys.status(status) for status in STATUSES), keys.events, keys.source_events(source_id),
+             keys.metrics_ingest(source_id)}
     per_destination = {name for d in (kept, failing)
                        for name in (keys.destination_deliveries(d["id"]), keys.pending(d["id"]),
-                                    keys.failing_since(d["id"]))}
+                                    keys.failing_since(d["id"]), keys.metrics_attempts(d["id"]),
+                                    keys.metrics_latency(d["id"]))}
     unbounded = {name for name in _keys_without_ttl(db) - configuration - queue - per_destination
                  if not name.startswith("rq:")}
     assert unbounded == set()
     assert db.zcard(keys.destination_deliveries(kept["id"])) == 16
     left = db.ttl(keys.destination_deliveries(deleted["id"]))
     assert 0 < left <= rt.settings.event_retention_s and db.exists(keys.failing_since(deleted["id"])) == 0
+    for counters in (keys.metrics_attempts(deleted["id"]), keys.metrics_latency(deleted["id"])):
+        assert 0 < db.ttl(counters) <= rt.settings.event_retention_s
 
 
 def _sent_by_redis(db) -> int:

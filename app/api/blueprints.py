@@ -18,6 +18,7 @@ from . import (
     events,
     exchange,
     ingest,
+    metrics,
     policies,
     presets,
     replays,
@@ -32,5 +33,5 @@ __all__ = ["init_app"]
 def init_app(app: Flask) -> None:
     app.before_request(check_request_size)  # the app's own runs before any blueprint's (require_admin)
     for module in (system, ingest, sources, destinations, trials, deliveries, events, policies, replays, auth_profiles,
-                   admin_tokens, presets, exchange):
+                   admin_tokens, presets, exchange, metrics):
         app.register_blueprint(module.bp)

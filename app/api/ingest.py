@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, g, request
 
-from .. import adapters
+from .. import adapters, metrics
 from ..adapters._common import loads_lenient
 from ..errors import Conflict, InvalidJSON, NotFound, Unauthorized, UnsupportedMediaType, ValidationError
 from ..events import canonical_event
@@ -120,6 +120,7 @@ def ingest(source_id: str):
             rt.db.delete(request_key)
         _unmark_signature(rt)
         raise
+    metrics.count_ingest(rt.db, source, body)
     if request_key is not None:
         rt.db.set(request_key, json.dumps(body), ex=int(rt.settings.event_retention_s))
     return body, 202

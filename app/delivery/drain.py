@@ -134,6 +134,7 @@ class Drainer:
         self.throttle: Throttle | None = None
         self.holder = secrets.token_hex(8)  # this job's leases are its own (queue.py)
         self.settled: list[str] = []  # outcomes of this chunk, for statistics and the breaker
+        self.latencies: list[float] = []  # its attempts' durations (ms), for /metrics
         self.hold_until: int | None = None  # ordered: a retry holds the line behind it until then (ms)
         self.chunk: dict[str, dict[str, str]] = {}  # the records of the chunk being sent, by id
         self.taken: list[str] = []  # the ids of the last chunk or batch leased
@@ -285,8 +286,9 @@ class Drainer:
 
     def _settle(self, destination: dict[str, Any]) -> None:
         """Follow-ups of a chunk (statistics, the breaker), once its outcomes are written."""
-        self.followups.after_chunk(destination, self.settled, probe=self.probing)
+        self.followups.after_chunk(destination, self.settled, probe=self.probing, latencies_ms=self.latencies)
         self.settled = []
+        self.latencies = []
         self.probing = False
 
     def _yielded(self, destination_id: str) -> bool:
@@ -612,6 +614,7 @@ class Drainer:
         self._record(destination["id"], delivery, decision.status, attempt, due, shown_due=shown_due)
         log_attempt(destination["id"], delivery, event, decision.status, attempt)
         self.settled.append(decision.outcome)
+        self.latencies.append(response.latency_ms)
         if decision.status == "failed":
             self.settled.append("failed")
         self.followups.after_attempt(destination, delivery, event, attempt, decision.status, decision.outcome)

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from .. import stats
+from .. import metrics, stats
 from ..destinations import DestinationStore
 from ..events import isoformat
 from ..intake import Intake
@@ -86,13 +86,14 @@ class FollowUps:
             log.exception("after-attempt work failed for delivery %s", delivery.get("id"),
                           extra={"delivery_id": delivery.get("id"), "destination_id": destination["id"]})
 
-    def after_chunk(self, destination: dict[str, Any], outcomes: list[str], probe: bool = False) -> None:
+    def after_chunk(self, destination: dict[str, Any], outcomes: list[str], probe: bool = False,
+                    latencies_ms: list[float] | None = None) -> None:
         """After a chunk of attempts: statistics, the continuous-failure clock, the breaker. ``probe``:
-        the chunk was the half-open breaker's one request."""
+        the chunk was the half-open breaker's one request; ``latencies_ms``: its attempts' durations."""
         if not outcomes:
             return
         try:
-            self._count(destination["id"], outcomes)
+            self._count(destination["id"], outcomes, latencies_ms or [])
             settings = BreakerSettings.of(destination)
             if not settings.enabled:
                 return
@@ -104,12 +105,13 @@ class FollowUps:
             log.exception("settling outcomes failed for destination %s", destination["id"],
                           extra={"destination_id": destination["id"]})
 
-    def _count(self, did: str, outcomes: list[str]) -> None:
-        """The chunk's statistics, and the continuous-failure clock: it starts at the first failure
-        after the last success, and stops at a success that no failure followed."""
+    def _count(self, did: str, outcomes: list[str], latencies_ms: list[float]) -> None:
+        """The chunk's statistics and /metrics counters, and the continuous-failure clock: it starts at
+        the first failure after the last success, and stops at a success that no failure followed."""
         with self.db.pipeline(transaction=False) as pipe:
             for outcome, n in Counter(outcomes).items():
                 stats.count(pipe, did, outcome, n)
+            metrics.count_attempts(pipe, did, Counter(outcomes), latencies_ms)
             last_success = max((i for i, o in enumerate(outcomes) if o == "delivered"), default=-1)
             if last_success == len(outcomes) - 1:
                 pipe.delete(keys.failing_since(did))
