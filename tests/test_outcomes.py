@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from http import HTTPStatus
 
 import pytest
 
@@ -62,6 +63,9 @@ def test_each_answer_is_classified(path, status, outcome, retried, client, admin
     assert attempt["method"] == "POST" and attempt["url"] == scripted.url + path
     assert attempt["latency_ms"] > 0
     assert delivery["attempts"] == 1 and delivery["last_status_code"] == status
+    # Every non-2xx answer says so in last_error (it was null for a 500): "HTTP 500 Internal Server Error".
+    expected_error = None if outcome == "delivered" else f"HTTP {status} {HTTPStatus(status).phrase}"
+    assert delivery["last_error"] == expected_error and attempt["error"] == expected_error
     if status not in (204, 302):
         assert str(status) in attempt["response_body"]
     if retried:
