@@ -93,17 +93,24 @@ class Decision(NamedTuple):
     due: int | None  # when it is tried again (ms since the epoch), None: not again
 
 
+def _attempt_error(response: Response, verdict: Verdict | None, outcome: str) -> str | None:
+    """The attempt's error text: the request's error and the verdict's reason, else for an answer
+    that is not delivered its status line (``HTTP 500 Internal Server Error``)."""
+    error = response.error
+    if verdict is not None and verdict.reason:
+        error = verdict.reason if not error else f"{error}; {verdict.reason}"
+    if error is None and outcome != "delivered":  # a bare non-2xx answer still says what it was
+        error = status_error(response.status_code)
+    return error
+
+
 def classify_attempt(response: Response, verdict: Verdict | None, attempt_no: int, schedule: Sequence[float] | None,
            now: int) -> Decision:
     """Classify attempt ``attempt_no`` (``verdict`` first: a preset's, which wins over the status
     code) and schedule the next one: by ``schedule`` (None: the default; empty: no retries), never
     sooner than the receiver or the verdict asked, within a day."""
     outcome = verdict.outcome if verdict is not None else classify(response)
-    error = response.error
-    if verdict is not None and verdict.reason:
-        error = verdict.reason if not error else f"{error}; {verdict.reason}"
-    if error is None and outcome != "delivered":  # a bare non-2xx answer still says what it was
-        error = status_error(response.status_code)
+    error = _attempt_error(response, verdict, outcome)
     retryable = (outcome == "bounced" if verdict is not None
                  else is_retryable(outcome, response.status_code) or response.error_kind == "auth")
     if outcome == "delivered" or not retryable:
