@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -127,11 +127,22 @@ class BlockedDestination(DeliveryError):
     code = "destination_blocked"
 
 
+def _too_large() -> dict[str, Any]:
+    """The 413's error: the limit (``HOOKGATE_MAX_BODY_BYTES``) in its message and details."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    details: dict[str, Any] = {"limit_bytes": limit}
+    if request.content_length is not None:
+        details["received_bytes"] = request.content_length
+    return {"code": "payload_too_large", "details": details,
+            "message": f"the request body is larger than the limit of {limit} bytes (HOOKGATE_MAX_BODY_BYTES)"}
+
+
 def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "error").lower().replace(" ", "_")
+    error: dict[str, Any] = {"code": code, "message": exc.description or exc.name, "details": {}}
     if exc.code == 413:
-        code = "payload_too_large"
-    body = {"error": {"code": code, "message": exc.description or exc.name, "details": {}}}
+        error = _too_large()
+    body = {"error": error}
     response = jsonify(body)
     response.status_code = exc.code or 500
     allowed = getattr(exc, "valid_methods", None)  # werkzeug's MethodNotAllowed has it

@@ -18,6 +18,7 @@ A user preset as data is checked by ``PresetSchema`` and ``ParamSchema`` (with `
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from marshmallow import fields as mf
 
 from .delivery.batch import render_batch
 from .errors import Conflict, NotFound, TemplateError
+from .events import canonical_event
 from .headers import pattern_problems, validate_headers
 from .preset_templates import preset_url, render_text
 from .rendering import RenderError, render_delivery, validate_template
@@ -38,7 +40,7 @@ from .schemas import FORMATS, METHODS
 from .store import keys
 
 __all__ = ["MASK", "PARAM_TYPES", "Param", "ParamSchema", "Preset", "PresetCatalog", "PresetSchema", "Verdict",
-           "load_preset", "public_preset", "SAMPLE_EVENT"]
+           "load_preset", "public_preset", "sample_event", "SAMPLE_EVENT"]
 
 MASK = "••••••"
 URL_MASK = "xxxxxx"  # in a URL shown to users: stays a valid URL
@@ -48,22 +50,25 @@ PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # presets/ in the source tree, installed as hookgate.builtin_presets (a folder on disk in every install)
 PRESETS_DIR = Path(str(resources.files("hookgate.builtin_presets")))
 
-# Non-personal sample data for examples and ``POST /v1/destinations/<id>/test``.
-SAMPLE_EVENT: dict[str, Any] = {
-    "id": "evt_sample_0001",
+# Non-personal sample data for examples and ``POST /v1/destinations/<id>/test``: the fields a source
+# would send, made into an event by ``canonical_event`` (the shape every real event has).
+_SAMPLE_FIELDS: dict[str, Any] = {
     "name": "order_completed",
     "category": "activity",
-    "time": "2026-01-01T12:00:00+00:00",
-    "source_id": "src_sample",
     "origin": "generic",
-    "channel": None,
     "user_id": "user_123",
-    "anonymous_id": None,
     "profile": {"email": "jane.doe@example.com", "phone": "+15555550100", "first_name": "Jane",
                 "last_name": "Doe", "city": "Springfield", "country": "US", "zip": "12345"},
     "data": {"order_id": "A-1001", "value": 42.5, "currency": "USD", "message": "Your order A-1001 is on its way."},
-    "system": {},
 }
+
+
+def sample_event(now: dt.datetime) -> dict[str, Any]:
+    """The sample event as of ``now`` (its ``time`` and ``received_at``), canonical like every real one."""
+    return {**canonical_event("src_sample", _SAMPLE_FIELDS, received_at=now), "id": "evt_sample_0001"}
+
+
+SAMPLE_EVENT: dict[str, Any] = sample_event(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
 
 
 @dataclass(frozen=True)

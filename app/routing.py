@@ -4,6 +4,8 @@ The index is built in-process from all destinations and rebuilt only when the co
 in Redis changes (every write to sources or destinations bumps it). Exact names are one dict lookup;
 wildcard patterns are grouped by their literal first segment (``journey.*`` under ``journey``), so
 an event is only tested against patterns that can match it, plus the few that start with a wildcard.
+A ``<category>.*`` pattern also takes every event whose category is ``<category>`` (one dict lookup), so
+``journey.*`` takes WebEngage's ``journey_activated`` (category ``journey``) as well as ``journey.created``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class RoutingIndex:
     ``feedback`` subscribes to WebEngage's ``FEEDBACK_SUBMIT`` as well as to an event named feedback.
     The other filters (categories, channels, sources, origins, conditions) run on the candidates only.
     hookgate's own outcome events (category ``webhook``) match only names and patterns that name
-    them (``webhook.*``, ``destination.disabled``, ``webhook``), never a bare ``*``.
+    them (``webhook.*``, ``destination.disabled``, ``webhook``), never a bare ``*``. ``<category>.*``
+    also matches every event of that category, whatever its name.
     """
 
     def __init__(self, destinations: Iterable[dict[str, Any]]):
@@ -46,6 +49,7 @@ class RoutingIndex:
         self._exact: dict[str, list[str]] = defaultdict(list)
         self._patterns: dict[str, list[tuple[re.Pattern[str], str]]] = defaultdict(list)
         self._floating: list[tuple[re.Pattern[str], str]] = []
+        self._whole_category: dict[str, list[str]] = defaultdict(list)  # "journey.*": category journey
         for destination in destinations:
             if not destination.get("enabled", True):
                 continue
@@ -59,6 +63,8 @@ class RoutingIndex:
                 if match is None:
                     self._exact[pattern].append(did)
                     continue
+                if len(pattern) > 2 and pattern.endswith(".*") and match.start() == len(pattern) - 1:
+                    self._whole_category[pattern[:-2]].append(did)
                 compiled = re.compile(fnmatch.translate(pattern))
                 literal = pattern[: match.start()]
                 if "." in literal:
@@ -78,7 +84,7 @@ class RoutingIndex:
                 if did not in filters or filters[did](event)]
 
     def _candidates(self, event: dict[str, Any]) -> dict[str, None]:
-        found: dict[str, None] = {}
+        found: dict[str, None] = dict.fromkeys(self._whole_category.get(event.get("category") or "", ()))
         for key in (event["name"], event.get("category") or ""):
             if not key:
                 continue

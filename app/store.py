@@ -260,7 +260,7 @@ class keys:
         return f"{PREFIX}idemreq:{source_id}:{key}"
 
     @staticmethod
-    def seen_signature(source_id: str, value: str) -> str:  # string: set while a signature is fresh (replays)
+    def seen_signature(source_id: str, value: str) -> str:  # string: the answer to a signed message (repeats)
         return f"{PREFIX}seen:{source_id}:{value}"
 
     # -- throughput policies, OAuth tokens, statistics, replays -----------------------------------------

@@ -161,3 +161,23 @@ def test_a_page_of_destinations_reads_only_the_destinations_it_returns(client, a
         if cursor is None:
             break
     assert seen == sorted(set(db.hkeys(keys.destinations))) and len(seen) == 399
+
+
+def test_a_trial_renders_the_sample_as_a_real_event_is_rendered(client, admin, make_source, make_destination,
+                                                                  post_events, receiver, work):
+    """The trial's sample has the canonical shape (source, external_id, received_at; it had source_id),
+    so the default body has the same keys and {{ event.source }} renders in a test as in production."""
+    source_id, key = make_source()
+    canonical = make_destination(receiver.url + "/canonical")
+    templated = make_destination(receiver.url + "/templated",
+                                 template='{"source": {{ event.source }}, "received": {{ event.received_at }}}')
+    post_events(source_id, key, {"id": "order-1", "name": "order_completed"})
+    work()
+    real = {r.path: json.loads(r.body) for r in receiver.wait_for(2)}
+    trials = [client.post(f"/v1/destinations/{d['id']}/test", json={}, headers=admin) for d in (canonical, templated)]
+    assert all(t.status_code == 200 for t in trials), [t.get_json() for t in trials]
+    sample, sample_templated = (json.loads(t.get_json()["request"]["body"]) for t in trials)
+    assert set(sample) == set(real["/canonical"])
+    assert real["/templated"]["source"] == source_id and real["/templated"]["received"]
+    assert set(sample_templated) == {"source", "received"}
+    assert sample_templated["source"] == sample["source"] == "src_sample" and sample_templated["received"]

@@ -78,8 +78,11 @@ def test_body_over_the_limit_is_413(app, client, make_source):
     source_id, key = make_source()
     limit = app.config["MAX_CONTENT_LENGTH"]
     big = json.dumps({"name": "x", "data": {"blob": "a" * limit}})
-    assert_error(client.post(f"/v1/sources/{source_id}/events", data=big, content_type="application/json",
-                             headers={"X-Hookgate-Key": key}), 413, "payload_too_large")
+    error = assert_error(client.post(f"/v1/sources/{source_id}/events", data=big, content_type="application/json",
+                                     headers={"X-Hookgate-Key": key}), 413, "payload_too_large")
+    # The answer says the limit, in bytes (it did not): a sender can tell how much to send at once.
+    assert f"{limit} bytes" in error["message"] and "HOOKGATE_MAX_BODY_BYTES" in error["message"]
+    assert error["details"] == {"limit_bytes": limit, "received_bytes": len(big)}
 
 
 def test_schema_errors_are_422_listing_each_field(client, admin):

@@ -5,9 +5,13 @@ sources are in test_sources.py)."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
+from hookgate.signatures import sign_hmac
 from hookgate.store import keys
 
 from .test_adapters import EXAMPLES, SEEDS
@@ -125,6 +129,53 @@ def test_an_idempotency_key_replays_the_first_answer(client, make_source, make_d
     work()
     receiver.wait_for(2)
     assert len(receiver.requests) == 2
+
+
+def test_a_standard_webhooks_retry_under_the_same_webhook_id_is_a_duplicate(client, admin, make_destination,
+                                                                            receiver, work):
+    """As Svix retries: the same webhook-id and body, a fresh timestamp and signature. A 2xx with the
+    original ids (a 401 made senders retry again, or disable the endpoint); delivered once."""
+    make_destination(receiver.url)
+    source = client.post("/v1/sources", json={"name": "svix", "signature": {"type": "standard_webhooks"},
+                                              "key_required": False}, headers=admin).get_json()
+    sender = Webhook(source["signing_secret"])
+    url = f"/v1/sources/{source['id']}/events"
+    body = '{"name": "order.paid"}'  # no event id of its own: only the webhook-id tells a repeat
+
+    def post(msg_id: str, stamp: int):
+        return client.post(url, data=body, content_type="application/json", headers={
+            "webhook-id": msg_id, "webhook-timestamp": str(stamp),
+            "webhook-signature": sender.sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body)})
+
+    now = int(time.time())
+    first = post("msg_2b", now - 30)
+    retry = post("msg_2b", now)  # a fresh timestamp, so a new signature
+    exact = post("msg_2b", now)  # the very same request again
+    assert first.status_code == 202 and first.get_json()["accepted"] == 1
+    for again in (retry, exact):
+        assert again.status_code == 202, again.get_json()
+        assert again.get_json() == first.get_json() and again.headers["Idempotent-Replayed"] == "true"
+    other = post("msg_other", now).get_json()  # another message is new
+    assert other["accepted"] == 1 and other["ids"] != first.get_json()["ids"]
+    work()
+    receiver.wait_for(2)
+    assert sorted(json.loads(r.body)["id"] for r in receiver.requests) == sorted(first.get_json()["ids"] + other["ids"])
+
+
+def test_an_exact_repeat_of_an_hmac_signed_request_is_a_duplicate(client, admin, make_destination, receiver, work):
+    make_destination(receiver.url)
+    source = client.post("/v1/sources", json={"name": "h", "signature": {"type": "hmac_sha256"},
+                                              "key_required": False}, headers=admin).get_json()
+    body, now = b'{"name": "signed"}', int(time.time())
+    headers = {"X-Hookgate-Timestamp": str(now), "X-Hookgate-Signature": sign_hmac(source["signing_secret"], now, body)}
+    url = f"/v1/sources/{source['id']}/events"
+    first = client.post(url, data=body, content_type="application/json", headers=headers)
+    again = client.post(url, data=body, content_type="application/json", headers=headers)
+    assert first.status_code == again.status_code == 202, again.get_json()
+    assert again.get_json() == first.get_json() and again.headers["Idempotent-Replayed"] == "true"
+    work()
+    receiver.wait_for(1)
+    assert len(receiver.requests) == 1
 
 
 def test_events_expire_after_the_retention_window(post_events, make_source, make_destination, receiver, db, rt):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from http import HTTPStatus
 
 import pytest
 
@@ -62,6 +64,9 @@ def test_each_answer_is_classified(path, status, outcome, retried, client, admin
     assert attempt["method"] == "POST" and attempt["url"] == scripted.url + path
     assert attempt["latency_ms"] > 0
     assert delivery["attempts"] == 1 and delivery["last_status_code"] == status
+    # Every non-2xx answer says so in last_error (it was null for a 500): "HTTP 500 Internal Server Error".
+    expected_error = None if outcome == "delivered" else f"HTTP {status} {HTTPStatus(status).phrase}"
+    assert delivery["last_error"] == expected_error and attempt["error"] == expected_error
     if status not in (204, 302):
         assert str(status) in attempt["response_body"]
     if retried:
@@ -135,6 +140,21 @@ def test_exhausted_retries_end_failed(client, admin, scripted, make_source, make
     assert delivery["status"] == "failed" and delivery["attempts"] == 2
     listed = client.get("/v1/deliveries?status=failed", headers=admin).get_json()["items"]
     assert [d["id"] for d in listed] == [delivery["id"]]
+
+
+def test_the_last_attempt_emits_both_its_outcome_and_failed(client, admin, scripted, receiver, make_source,
+                                                            make_destination, post_events, work):
+    """README (Outcome events): the last attempt's own outcome (webhook.bounced) and, its retries run
+    out, webhook.failed: two events about the same attempt, both true."""
+    source_id, key = make_source()
+    make_destination(scripted.url + "/status/500", retry_schedule=[])  # no retries: the first is the last
+    make_destination(receiver.url, events=["webhook.*"])
+    event_id = post_events(source_id, key, {"name": "x"}).get_json()["ids"][0]
+    work()
+    arrived = [json.loads(r.body) for r in receiver.wait_for(2)]
+    assert sorted(e["name"] for e in arrived) == ["webhook.bounced", "webhook.failed"]
+    assert {(e["data"]["event_id"], e["data"]["attempt"], e["data"]["outcome"]) for e in arrived} == {
+        (event_id, 1, "bounced")}
 
 
 def test_a_template_that_fails_or_renders_bad_json_is_an_error_without_a_request(

@@ -311,6 +311,26 @@ def test_a_connection_error_does_not_show_a_preset_s_secret_path(client, admin, 
 
 # -- users' presets ------------------------------------------------------------------------------------
 
+def test_a_user_preset_path_is_joined_to_the_source_url_before_its_query(client, admin, receiver, make_source,
+                                                                         post_events, work):
+    """The saved destination's URL carries a query: the preset's path goes after the URL's path, not
+    after the whole URL (it went into the query: /crm?key=k/lists/7)."""
+    original = client.post("/v1/destinations", headers=admin, json={
+        "name": "crm", "url": receiver.url + "/crm/?key=k", "events": ["never"]}).get_json()
+    saved = client.post("/v1/presets", headers=admin, json={
+        "name": "acme.lists", "from_destination": original["id"], "path": "/lists/{{ params.list_id }}?v=2",
+        "params": [{"name": "list_id", "required": True}]})
+    assert saved.status_code == 201, saved.get_json()
+    made = created(client, admin, {"preset": "acme.lists", "params": {"list_id": "7"}, "events": ["signup"]})
+    assert made["url"] == receiver.url + "/crm/lists/7?key=k&v=2"
+    source_id, key = make_source()
+    post_events(source_id, key, {"name": "signup"})
+    work()
+    (request,) = receiver.wait_for(1)
+    assert request.path == "/crm/lists/7?key=k&v=2"
+
+
+
 def test_a_user_saves_a_destination_as_a_preset_that_later_users_fill_in(client, admin, receiver, make_source,
                                                                         post_events, work):
     template = '{"customer": {{ event.user_id | tojson }}, "list": {{ params.list_id | tojson }}}'

@@ -12,6 +12,8 @@ from hookgate.destinations import DestinationStore
 from hookgate.filters import compile_condition, validate_condition
 from hookgate.routing import Router, RoutingIndex
 
+from .test_adapters import SEEDS
+
 PURCHASE = {"name": "purchase", "user_id": "u1", "origin": "api", "channel": "email",
             "data": {"amount": 120, "currency": "EUR", "tags": ["vip"], "sku": "A-1"},
             "profile": {"tier": "gold", "email": "a@example.com"}, "system": {"campaign_id": "c9"}}
@@ -33,6 +35,25 @@ def test_subscribing_by_category_or_by_platform_name(client, make_source, make_d
     work()
     paths = sorted(r.path for r in receiver.wait_for(3))
     assert paths == ["/by-category", "/by-filter", "/by-name"]
+
+
+def test_a_category_pattern_takes_every_event_of_the_category(client, make_source, make_destination, receiver,
+                                                             work):
+    """README's "journey.*" ("every journey event"): WebEngage's journey_activated (category journey)
+    as well as journey.created; not an event of another category."""
+    webengage, webengage_key = make_source("webengage", kind="webengage")
+    shop, shop_key = make_source("shop")
+    make_destination(receiver.url, events=["survey_response", "journey.*"])
+    seed = (SEEDS / "webengage.seed003.journey_activated.json").read_bytes()
+    response = client.post(f"/v1/sources/{webengage}/events", data=seed, content_type="application/json",
+                           headers={"X-Hookgate-Key": webengage_key})
+    assert response.status_code == 202 and response.get_json()["accepted"] == 1, response.get_json()
+    response = client.post(f"/v1/sources/{shop}/events", json=[{"name": "journey.created"}, {"name": "purchase"}],
+                           headers={"X-Hookgate-Key": shop_key})
+    assert response.get_json()["accepted"] == 2
+    work()
+    assert arrived_names(receiver, 2) == ["journey.created", "journey_activated"]
+    assert len(receiver.requests) == 2
 
 
 def test_channels_sources_and_excluded_origins(make_source, make_destination, post_events, receiver, work):

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 
 from .. import adapters, metrics
 from ..adapters._common import loads_lenient
@@ -37,7 +37,9 @@ def _ingest_key() -> str:
     return key
 
 
-def _authenticate(store: SourceStore, source: dict) -> None:
+def _authenticate(store: SourceStore, source: dict) -> tuple[str, int] | None:
+    """Check the key and the signature; for a signed request, the key under which its answer is kept
+    (so that a repeat of it is answered as a duplicate) and for how long."""
     if source.get("key_required", True):
         key = _ingest_key()
         if not key:
@@ -46,27 +48,20 @@ def _authenticate(store: SourceStore, source: dict) -> None:
             raise Unauthorized("the ingest key is not valid for this source")
     signature = source.get("signature")
     if not signature:
-        return
+        return None
     rt = runtime()
     tolerance = rt.settings.signature_tolerance_s
     body = request.get_data(cache=True)
-
-    def seen(value: str) -> bool:
-        # Marked now (so two copies at once cannot both pass); unmarked if the request is not accepted,
-        # so a sender's retry of a request we refused is not taken for a replay.
-        key = keys.seen_signature(source["id"], value)
-        if not rt.db.set(key, 1, nx=True, ex=int(tolerance * 2) + 1):
-            return False
-        g.unmark_on_failure = key
-        return True
-
     secrets = store.signing_secrets(source)
     headers = request.headers  # werkzeug's Headers: case-insensitive getlist(), which the verifiers read
     if signature["type"] == "standard_webhooks":
-        verify_standard(secrets, headers, body, tolerance_s=tolerance, seen=seen)
-    else:
-        verify_hmac(secrets, headers, body, signature_header=signature["header"],
-                    timestamp_header=signature["timestamp_header"], tolerance_s=tolerance, seen=seen)
+        # A sender retries under the same webhook-id with a fresh timestamp and signature, for days (Svix).
+        message = verify_standard(secrets, headers, body, tolerance_s=tolerance)
+        return keys.seen_signature(source["id"], message), int(rt.settings.event_retention_s)
+    # The same HMAC signature is the same timestamp and body: stale after the tolerance window anyway.
+    message = verify_hmac(secrets, headers, body, signature_header=signature["header"],
+                          timestamp_header=signature["timestamp_header"], tolerance_s=tolerance)
+    return keys.seen_signature(source["id"], message), int(tolerance * 2) + 1
 
 
 def _payload(kind: str):
@@ -87,10 +82,16 @@ def _payload(kind: str):
             raise InvalidJSON("the body is not valid JSON") from None
 
 
-def _unmark_signature(rt) -> None:
-    key = g.pop("unmark_on_failure", None)
-    if key:
-        rt.db.delete(key)
+def _request_key(source_id: str, signed: tuple[str, int] | None) -> tuple[str, int, dict[str, str]] | None:
+    """Where the answer to this request is kept, for how long, and what a 409 names: the
+    ``Idempotency-Key`` header's, else the signed message's (``webhook-id`` or HMAC signature)."""
+    idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
+    if idempotency_key:
+        return (keys.idempotent_request(source_id, idempotency_key[:200]), int(runtime().settings.event_retention_s),
+                {"idempotency_key": idempotency_key})
+    if signed is not None:
+        return signed[0], signed[1], {"signed_message": "repeated"}
+    return None
 
 
 @bp.post("/v1/sources/<source_id>/events")
@@ -101,28 +102,25 @@ def ingest(source_id: str):
     source = rt.router.source(source_id)
     if source is None:
         raise NotFound(f"no source {source_id!r}", {"id": source_id})
-    _authenticate(store, source)
+    signed = _authenticate(store, source)
     request.get_data(cache=True)  # 413 before any work past the limit
 
-    idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
-    request_key = keys.idempotent_request(source_id, idempotency_key[:200]) if idempotency_key else None
-    if request_key is not None and not rt.db.set(request_key, IN_PROGRESS, nx=True, ex=60):
-        previous = rt.db.get(request_key)
+    remembered = _request_key(source_id, signed)
+    if remembered is not None and not rt.db.set(remembered[0], IN_PROGRESS, nx=True, ex=60):
+        previous = rt.db.get(remembered[0])
         if previous in (None, IN_PROGRESS):
-            _unmark_signature(rt)
-            raise Conflict("a request with this Idempotency-Key is still being processed; retry",
-                           {"idempotency_key": idempotency_key})
+            raise Conflict("the same request (Idempotency-Key, webhook-id or signature) is still being processed; "
+                           "retry", remembered[2])
         return json.loads(previous), 202, {"Idempotent-Replayed": "true"}
     try:
         body = _accept(rt, source)
     except Exception:
-        if request_key is not None:
-            rt.db.delete(request_key)
-        _unmark_signature(rt)
+        if remembered is not None:  # not accepted: a retry of it is judged afresh, not taken for a repeat
+            rt.db.delete(remembered[0])
         raise
     metrics.count_ingest(rt.db, source, body)
-    if request_key is not None:
-        rt.db.set(request_key, json.dumps(body), ex=int(rt.settings.event_retention_s))
+    if remembered is not None:
+        rt.db.set(remembered[0], json.dumps(body), ex=remembered[1])
     return body, 202
 
 

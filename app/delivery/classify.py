@@ -17,13 +17,14 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import NamedTuple
 
 from ..presets import Verdict
 from .http import Response
 
 __all__ = ["DEFAULT_RETRY_SCHEDULE", "Decision", "classify", "classify_attempt", "is_retryable", "next_delay",
-           "retry_after_s"]
+           "retry_after_s", "status_error"]
 
 # Like Svix: the first attempt at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -72,6 +73,17 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     return max(0.0, min(moment.timestamp() - time.time(), MAX_RETRY_AFTER_S))
 
 
+def status_error(status_code: int | None) -> str | None:
+    """What a non-2xx answer says for ``last_error``: ``HTTP 500 Internal Server Error``; None for 2xx
+    or no answer (then the request's own error says what happened)."""
+    if status_code is None or 200 <= status_code < 300:
+        return None
+    try:
+        return f"HTTP {status_code} {HTTPStatus(status_code).phrase}"
+    except ValueError:
+        return f"HTTP {status_code}"
+
+
 class Decision(NamedTuple):
     """What one attempt comes to."""
 
@@ -81,15 +93,24 @@ class Decision(NamedTuple):
     due: int | None  # when it is tried again (ms since the epoch), None: not again
 
 
+def _attempt_error(response: Response, verdict: Verdict | None, outcome: str) -> str | None:
+    """The attempt's error text: the request's error and the verdict's reason, else for an answer
+    that is not delivered its status line (``HTTP 500 Internal Server Error``)."""
+    error = response.error
+    if verdict is not None and verdict.reason:
+        error = verdict.reason if not error else f"{error}; {verdict.reason}"
+    if error is None and outcome != "delivered":  # a bare non-2xx answer still says what it was
+        error = status_error(response.status_code)
+    return error
+
+
 def classify_attempt(response: Response, verdict: Verdict | None, attempt_no: int, schedule: Sequence[float] | None,
            now: int) -> Decision:
     """Classify attempt ``attempt_no`` (``verdict`` first: a preset's, which wins over the status
     code) and schedule the next one: by ``schedule`` (None: the default; empty: no retries), never
     sooner than the receiver or the verdict asked, within a day."""
     outcome = verdict.outcome if verdict is not None else classify(response)
-    error = response.error
-    if verdict is not None and verdict.reason:
-        error = verdict.reason if not error else f"{error}; {verdict.reason}"
+    error = _attempt_error(response, verdict, outcome)
     retryable = (outcome == "bounced" if verdict is not None
                  else is_retryable(outcome, response.status_code) or response.error_kind == "auth")
     if outcome == "delivered" or not retryable:

@@ -1,6 +1,7 @@
 """Trying a destination: the request it would send for an event, and, if asked, what answered it.
 
-``POST /v1/destinations/<id>/test`` renders with hookgate's non-personal sample event (or one given),
+``POST /v1/destinations/<id>/test`` renders with hookgate's non-personal sample event (canonical, as
+real events are: ``source``, ``external_id``, ``received_at``; or one given),
 shows the request (secrets masked: the logged URL, and headers a preset fills from secret
 parameters), and with ``send`` sends it exactly as a worker would (auth profile, SSRF guard, preset
 headers) and shows the answer and how it was classified. Nothing is recorded as a delivery. The
@@ -15,9 +16,8 @@ import datetime as dt
 from typing import Any
 
 from ..config import Settings
-from ..events import isoformat
 from ..headers import HeaderRefused
-from ..presets import MASK, SAMPLE_EVENT, URL_MASK
+from ..presets import MASK, URL_MASK, sample_event
 from ..rendering import Rendered, RenderError, render_delivery
 from ..runtime import Runtime
 from ..scrub import NOTHING
@@ -33,7 +33,7 @@ def try_destination(rt: Runtime, destination: dict[str, Any], event: dict[str, A
                     send: bool = False) -> dict[str, Any]:
     presets = Presets(rt)
     # the sample is "now": a receiver may refuse old events (Meta's 7 days)
-    event = event or {**SAMPLE_EVENT, "time": isoformat(dt.datetime.now(dt.UTC))}
+    event = event or sample_event(dt.datetime.now(dt.UTC))
     result: dict[str, Any] = {"event": event}
     hidden = NOTHING
     try:
