@@ -37,9 +37,6 @@ def test_commands_find_the_embedded_store_of_a_running_up_and_say_so_when_there_
     try:
         assert wait_until(lambda: "admin token:" in log.read_text(), timeout=90), log.read_text()
         token = (data / "admin_token").read_text().strip()
-        address = data / "valkey" / "address"
-        assert stat.S_IMODE(address.stat().st_mode) == 0o600
-        assert json.loads(address.read_text())["port"] == store_port
         preset = {"name": "acme.notify", "title": "Acme notifications", "base_url": "https://acme.example/hooks",
                   "params": [{"name": "channel", "required": True, "description": "the channel to post to"},
                              {"name": "api_key", "secret": True, "description": "Acme API key"}]}
@@ -51,6 +48,9 @@ def test_commands_find_the_embedded_store_of_a_running_up_and_say_so_when_there_
         assert listed.returncode == 0, listed.stderr
         [line] = [line for line in listed.stdout.splitlines() if line.startswith("acme.notify ")]
         assert "user" in line and "Acme notifications" in line
+        address = data / "valkey" / "address"  # where it found the store: 0600, the port `up` was given
+        assert stat.S_IMODE(address.stat().st_mode) == 0o600
+        assert json.loads(address.read_text())["port"] == store_port
 
         shown = run("presets", "show", "acme.notify", env=env)
         assert shown.returncode == 0, shown.stderr
@@ -62,6 +62,8 @@ def test_commands_find_the_embedded_store_of_a_running_up_and_say_so_when_there_
         exported = run("export", env=env)
         assert exported.returncode == 0, exported.stderr
         assert "acme.notify" in exported.stdout
+        none_yet = run("deliveries", "list", "--json", env=env)
+        assert none_yet.returncode == 0 and json.loads(none_yet.stdout) == {"items": []}, none_yet.stderr
         password = (data / "valkey" / "password").read_text().strip()
         assert all(password not in out for out in (listed.stdout, listed.stderr, shown.stdout, exported.stdout,
                                                    exported.stderr))
