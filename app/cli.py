@@ -1,4 +1,5 @@
-"""The ``hookgate`` command: ``up`` (everything, zero setup), ``web``, ``worker``."""
+"""The ``hookgate`` command: ``up`` (everything, zero setup), ``web``, ``worker``; presets, export and
+import here, deliveries and replay in ``cli_ops``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import requests
 
 from . import runtime
 from .api.presets import summary
+from .cli_ops import deliveries, replay, store_settings
 from .config import Settings
 from .delivery.worker import run_burst, run_worker
 from .embedded import STORE_NAME, EmbeddedServer, EmbeddedStoreError, exit_status
@@ -40,8 +42,13 @@ LOOPBACK = "127.0.0.0/8,::1/128"
 
 
 @click.group()
+@click.version_option(package_name="hookgate", prog_name="hookgate")
 def main() -> None:
     """hookgate: a webhook gateway."""
+
+
+main.add_command(deliveries)
+main.add_command(replay)
 
 
 @main.command()
@@ -62,7 +69,7 @@ def web(bind: str | None, workers: int | None) -> None:
 @click.option("--name", default=None, help="worker name shown by `rq info`")
 def worker(burst: bool, name: str | None) -> None:
     """Deliver: an RQ worker, hookgate's ticker (retries, expired leases) and the delivery engine."""
-    settings = Settings.from_env()
+    settings = store_settings()
     configure_logging(settings)
     rt = runtime.Runtime(settings)
     say(f"hookgate worker: store {describe(settings)}", err=True)
@@ -246,21 +253,18 @@ def up(host: str, port: int, worker_count: int, web_workers: int, data_dir: str 
 
 
 def _catalog() -> PresetCatalog:
-    """The presets this installation has: plugins' always, users' too when a store is configured."""
-    settings = Settings.from_env()
+    """The presets this installation has: plugins' and users' (from the store; see ``store_settings``)."""
+    settings = store_settings()
     try:
         plugins = load(settings.blocked_plugins)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
-    db = None
-    if settings.external_store:
-        db = open_store(settings)
-    return PresetCatalog(db, plugins.presets)
+    return PresetCatalog(open_store(settings), plugins.presets)
 
 
 @main.group()
 def presets() -> None:
-    """The presets plugins (and users, when HOOKGATE_REDIS_URL is set) provide."""
+    """The presets plugins and users provide."""
 
 
 @presets.command("list")
@@ -279,21 +283,58 @@ def presets_list(as_json: bool) -> None:
 
 @presets.command("show")
 @click.argument("name")
-def presets_show(name: str) -> None:
-    """A preset's parameters, request shape, auth and rendered example, as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="print JSON, as GET /v1/presets/<name> does")
+def presets_show(name: str, as_json: bool) -> None:
+    """A preset's parameters (their meaning, required, secret), request shape, auth and example."""
     preset = _catalog().find(name)
     if preset is None:
         raise click.ClickException(f"no preset {name!r}; `hookgate presets list` shows them")
-    click.echo(json.dumps(public_preset(preset), indent=2, ensure_ascii=False))
+    shown = public_preset(preset)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    for line in preset_text(shown):
+        click.echo(line)
+
+
+def _param_line(param: dict) -> list[str]:
+    flags = ", ".join(f for f in ("required" if param["required"] else "optional",
+                                  "secret" if param["secret"] else "") if f)
+    head = f"  {param['name']} ({param['type']}; {flags})"
+    lines = [head + (f"  {param['description']}" if param.get("description") else "")]
+    details = []
+    if param.get("default") is not None:
+        details.append(f"default {json.dumps(param['default'], ensure_ascii=False)}")
+    if param.get("choices"):
+        details.append("one of " + ", ".join(json.dumps(c, ensure_ascii=False) for c in param["choices"]))
+    details += [f"{bound} {param[bound]}" for bound in ("minimum", "maximum", "max_length") if bound in param]
+    if details:
+        lines.append("      " + "; ".join(details))
+    return lines
+
+
+def preset_text(shown: dict) -> list[str]:
+    """A preset as ``public_preset`` shows it, for a person to read."""
+    lines = [f"{shown['name']}: {shown.get('title', '')}  ({shown['origin']})"]
+    if shown.get("description"):
+        lines.append(shown["description"])
+    lines.append(f"request: {shown.get('method', 'POST')} {shown['url_pattern']}  ({shown.get('format', 'json')}"
+                 f"{', batch' if shown.get('batch') else ''})")
+    lines.append(f"auth: {(shown.get('auth') or {}).get('type', 'none')}")
+    if shown.get("docs_url"):
+        lines.append(f"docs: {shown['docs_url']}")
+    lines.append("parameters:" if shown["params"] else "parameters: none")
+    for param in shown["params"]:
+        lines += _param_line(param)
+    example = shown.get("example") or {}
+    if example.get("url"):
+        lines.append(f"example: {example.get('method', '')} {example['url']}")
+    return lines
 
 
 def _store_catalog() -> PresetCatalog:
-    """The preset catalog with the store behind it: export and import need HOOKGATE_REDIS_URL."""
-    catalog = _catalog()
-    if catalog.db is None:
-        raise click.ClickException("HOOKGATE_REDIS_URL is not set: point it at the instance's Redis/Valkey "
-                                   "(or HOOKGATE_REDIS_SENTINELS and HOOKGATE_REDIS_SENTINEL_MASTER at its Sentinel)")
-    return catalog
+    """The preset catalog with the store behind it (``store_settings`` says which)."""
+    return _catalog()
 
 
 @main.command("export")

