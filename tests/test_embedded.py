@@ -208,7 +208,8 @@ def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_restar
         os.kill(valkey, signal.SIGKILL)
         assert wait_until(lambda: not alive(valkey), timeout=10)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its connections linger in TIME_WAIT
-        holder.bind(("127.0.0.1", store_port))
+        # A child Valkey forked (its append-only file's rewrite) may hold the port a moment longer.
+        assert wait_until(lambda: _bound(holder, store_port), timeout=15), f"port {store_port} stays taken"
         holder.listen()
         up.send_signal(signal.SIGCONT)
         assert up.wait(60) != 0, log.read_text()
@@ -221,6 +222,14 @@ def test_up_stops_with_the_store_s_reason_when_the_embedded_valkey_cannot_restar
         holder.close()
         up.send_signal(signal.SIGCONT)
         stop_group(up, signal.SIGKILL)
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 LOSES_ITS_STORE = """

@@ -155,7 +155,16 @@ def run_worker(rt: Runtime, name: str | None = None) -> None:
 def _work(rt: Runtime, name: str | None, outage: Outage, engine: Engine) -> None:
     """RQ's loop, entered again after each store outage, until the worker is asked to stop."""
     while True:
-        worker = make_worker(rt, name, outage)
+        try:
+            worker = make_worker(rt, name, outage)  # RQ names its connection: the store may be gone again
+        except STORE_ERRORS as exc:
+            stop = _SignalsEndTheWait(outage)
+            try:
+                if not outage.wait(exc):
+                    return
+            finally:
+                stop.restore()
+            continue
         name = worker.name
         try:
             worker.work(logging_level=rq_log_level(rt.settings))
