@@ -146,9 +146,11 @@ def running_store(data_dir: Path) -> RunningStore | None:
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
+                 appendfsync: str = "everysec"):
         self.directory = data_dir / "valkey"
         self.host = host
+        self.appendfsync = appendfsync  # "always" for a test that SIGKILLs it and counts what survived
         self.port = port or _free_port(host)
         self.process: subprocess.Popen | None = None
         self.password = ""  # read or made by start()
@@ -176,7 +178,7 @@ class EmbeddedServer:
                 "protected-mode yes",
                 "daemonize no",
                 "appendonly yes",
-                "appendfsync everysec",
+                f"appendfsync {self.appendfsync}",
                 'save ""',
                 'logfile ""',
                 "loglevel notice",
@@ -220,6 +222,13 @@ class EmbeddedServer:
         address = {"host": self.host, "port": self.port, "pid": self.process.pid}
         with os.fdopen(_open_private(self.directory / "address", os.O_WRONLY | os.O_TRUNC), "w") as file:
             file.write(json.dumps(address) + "\n")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests and benchmarks of outages); ``start`` brings it back on the
+        same port and data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Valkey flushes the append-only file and exits; its address file goes."""

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 
-import redis
 import requests
 from _common import DISTINCT, REQUESTS, BenchError, Receiver
 from latency import Processes, create_flow, free_port, hookgate_env, wait_for_api
@@ -35,27 +34,6 @@ from hookgate.embedded import EmbeddedServer
 
 OUTAGE_LOGGED, RECOVERY_LOGGED = "the store is not answering", "the store answers again"
 DRAIN_TIMEOUT_S = 70.0  # a lease (60 s) and the ticker: what the kill cut short and did not give back
-
-
-class Store:
-    def __init__(self, data: pathlib.Path, fsync: str) -> None:
-        self.data, self.fsync, self.port = data, fsync, free_port()
-        self.server: EmbeddedServer | None = None
-
-    def start(self) -> str:
-        self.server = EmbeddedServer(self.data, port=self.port)
-        self.server.start()
-        redis.Redis.from_url(self.server.url).config_set("appendfsync", self.fsync)
-        return self.server.url
-
-    def kill(self) -> None:
-        assert self.server is not None and self.server.process is not None
-        self.server.process.kill()
-        self.server.process.wait()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
 
 
 def post_continuously(url: str, key: str, rate: float, seconds: float, acknowledged: set[int],
@@ -81,12 +59,13 @@ def post_continuously(url: str, key: str, rate: float, seconds: float, acknowled
 
 
 def measure(args: argparse.Namespace, workdir: pathlib.Path) -> None:
-    store = Store(workdir / "store", args.fsync)
+    store = EmbeddedServer(workdir / "store", port=free_port(), appendfsync=args.fsync)
     receiver = Receiver(count_items=True, arrivals=int(args.rate * args.seconds * 10 * 2) + 1000)
     processes = Processes(workdir)
     try:
         port = free_port()
-        env = hookgate_env(store.start(), port)
+        store.start()
+        env = hookgate_env(store.url, port)
         processes.start("web", [sys.executable, "-m", "gunicorn", "wsgi:app"], env)
         for n in range(2):
             processes.start(f"worker{n}", [sys.executable, "-m", "hookgate.cli", "worker", "--name", f"w{n}"], env)

@@ -29,31 +29,6 @@ RECOVERY_LOGGED = "the store answers again"
 RESUME_WITHIN_S = 5.0  # the issue's bound: deliveries resume within 5 s of the store answering
 
 
-class Store:
-    """A Valkey the test may SIGKILL and start again on the same port and data directory. Every write
-    is on disk before it is answered (``appendfsync always``): what it acknowledged survives the kill."""
-
-    def __init__(self, data: Path):
-        self.data = data
-        self.port = free_port()
-        self.server: EmbeddedServer | None = None
-
-    def start(self) -> str:
-        self.server = EmbeddedServer(self.data, port=self.port)
-        self.server.start()
-        redis.Redis.from_url(self.server.url).config_set("appendfsync", "always")
-        return self.server.url
-
-    def kill(self) -> None:
-        assert self.server is not None and self.server.process is not None
-        self.server.process.kill()
-        self.server.process.wait()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
 def worker_env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
     env.update(HOOKGATE_REDIS_URL=url, HOOKGATE_ADMIN_TOKEN=ADMIN, HOOKGATE_ALLOWED_NETWORKS="127.0.0.0/8",
@@ -89,8 +64,10 @@ class Ingest(threading.Thread):
 
 
 def test_a_worker_rides_out_a_store_killed_mid_drain_and_delivers_everything_acknowledged(tmp_path):
-    store = Store(tmp_path / "store")
-    url = store.start()
+    # Every write on disk before it is answered: what it acknowledged survives the SIGKILL.
+    store = EmbeddedServer(tmp_path / "store", port=free_port(), appendfsync="always")
+    store.start()
+    url = store.url
     receiver = Receiver(lambda request: Reply(delay=0.02)).start()
     client = create_app({"redis_url": url, "admin_token": ADMIN}).test_client()
     auth = {"Authorization": f"Bearer {ADMIN}"}
@@ -145,8 +122,10 @@ def test_a_worker_rides_out_a_store_killed_mid_drain_and_delivers_everything_ack
 def test_a_worker_killed_leaves_no_process_behind(tmp_path):
     """SIGKILL to the worker alone (not its group): every process it started ends with it, its render
     processes included (they are in sessions of their own)."""
-    store = Store(tmp_path / "store")
-    url = store.start()
+    # Every write on disk before it is answered: what it acknowledged survives the SIGKILL.
+    store = EmbeddedServer(tmp_path / "store", port=free_port(), appendfsync="always")
+    store.start()
+    url = store.url
     receiver = Receiver().start()
     client = create_app({"redis_url": url, "admin_token": ADMIN}).test_client()
     auth = {"Authorization": f"Bearer {ADMIN}"}
